@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! - [`error`]: the closed error-code set and the `Error { code, message, details }` envelope.
+//! - [`manifest`]: jaco.yaml + compose → validated, resolved deployment (SPEC §2).
 //! - [`proto`]: generated `jaco.v1` protobuf messages and gRPC services.
 
 pub mod error;
+pub mod manifest;
 pub mod proto;

@@ -1,0 +1,1 @@
+//! End-to-end tests of the manifest pipeline on in-memory files.
