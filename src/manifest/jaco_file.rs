@@ -110,7 +110,7 @@ pub fn read(root: &Node, reader: &mut Reader) -> JacoFile {
         reader.invalid(root, "", "jaco.yaml must be a mapping");
         return file;
     }
-    reader.closed_keys(root, "", TOP_KEYS);
+    reader.strict_keys(root, "", TOP_KEYS);
     match root.get("deployment") {
         None => {
             reader.invalid(root, "deployment", "is required");
@@ -191,7 +191,7 @@ fn read_services(node: &Node, reader: &mut Reader) -> Vec<ServiceOverride> {
             reader.invalid(entry, &path, "expected a mapping with at least `name`");
             continue;
         }
-        reader.closed_keys(entry, &path, SERVICE_KEYS);
+        reader.strict_keys(entry, &path, SERVICE_KEYS);
         let Some(name) = entry
             .get("name")
             .and_then(|n| reader.required_string(n, &join(&path, "name")))
@@ -304,7 +304,7 @@ fn check_placement(service: &ServiceOverride, entry: &Node, path: &str, reader: 
 fn read_update(node: &Node, path: &str, reader: &mut Reader) -> UpdateOverride {
     let mut update = UpdateOverride::default();
     reader.map(node, path);
-    reader.closed_keys(node, path, UPDATE_KEYS);
+    reader.strict_keys(node, path, UPDATE_KEYS);
     if let Some(n) = node.get("parallelism") {
         update.parallelism = reader
             .int_in(n, &join(path, "parallelism"), 1, 10_000)
@@ -366,7 +366,7 @@ fn read_routes(node: &Node, acme: bool, reader: &mut Reader) -> Vec<RouteEntry> 
             reader.invalid(entry, &path, "expected a mapping");
             continue;
         }
-        reader.closed_keys(entry, &path, ROUTE_KEYS);
+        reader.strict_keys(entry, &path, ROUTE_KEYS);
         let required = |key: &str, reader: &mut Reader| match entry.get(key) {
             Some(n) => reader.required_string(n, &join(&path, key)),
             None => {
@@ -602,11 +602,12 @@ mod tests {
     #[test]
     fn unknown_keys_anywhere_name_their_path() {
         let fields = codes_and_fields(
-            "deployment: a\nbogus: 1\nservices:\n  - name: web\n    replica: 2\n\
+            "deployment: a\nbogus: 1\nx-note: 2\nservices:\n  - name: web\n    replica: 2\n\
              \x20   update: {speed: 3}\nroutes:\n  - {domain: a.example.com, service: web, port: 80, weight: 1}\n",
         );
         let expected = [
             "bogus",
+            "x-note",
             "services[0].replica",
             "services[0].update.speed",
             "routes[0].weight",

@@ -95,14 +95,24 @@ impl Reader {
             .insert("field".into(), field.into());
     }
 
-    /// Checks a closed mapping: every key must be in `allowed` or start with `x-`.
+    /// Checks a compose mapping: every key must be in `allowed` or be an `x-` extension.
     pub fn closed_keys(&mut self, node: &Node, path: &str, allowed: &[&str]) {
+        self.check_keys(node, path, allowed, true);
+    }
+
+    /// Checks a jaco.yaml mapping: every key must be in `allowed` (no extensions).
+    pub fn strict_keys(&mut self, node: &Node, path: &str, allowed: &[&str]) {
+        self.check_keys(node, path, allowed, false);
+    }
+
+    fn check_keys(&mut self, node: &Node, path: &str, allowed: &[&str], extensions: bool) {
         let Some(entries) = node.as_map() else {
             return;
         };
         for (key, _) in entries {
             let name = key.as_scalar().unwrap_or_default();
-            if !allowed.contains(&name) && !name.starts_with("x-") {
+            let extension = extensions && name.starts_with("x-");
+            if !allowed.contains(&name) && !extension {
                 let field = join(path, name);
                 self.invalid(
                     key,
