@@ -186,7 +186,10 @@ fn malformed_reference_is_reported() {
     assert_eq!(error.code, Code::ValidationFailed);
     assert_eq!(error.details["reason"], "interpolation_failed");
     // The quoted scalar starts at column 12; its `$` is the fifth character inside the quotes.
-    let position = (error.details["line"].as_str(), error.details["column"].as_str());
+    let position = (
+        error.details["line"].as_str(),
+        error.details["column"].as_str(),
+    );
     assert_eq!(position, ("3", "17"));
 }
 
