@@ -132,27 +132,14 @@ pub fn load(
         ),
         None => resolve::Vars::new(),
     };
-    let compose_path = match find_compose(files, &jaco_dir, compose, jaco.compose.as_deref()) {
-        Ok(path) => path,
-        Err(error) => {
-            errors.push(error);
-            return Err(errors);
-        }
-    };
-    let compose_text = match read_source(files, &compose_path) {
-        Ok(text) => text,
-        Err(error) => {
-            errors.push(error);
-            return Err(errors);
-        }
-    };
-    let mut compose_root = match parse_source(&compose_text, &compose_path) {
-        Ok(root) => root,
-        Err(error) => {
-            errors.push(error);
-            return Err(errors);
-        }
-    };
+    let (compose_path, mut compose_root) =
+        match read_compose(files, &jaco_dir, compose, jaco.compose.as_deref()) {
+            Ok(found) => found,
+            Err(error) => {
+                errors.push(error);
+                return Err(errors);
+            }
+        };
     let compose_dir = resolve::parent_dir(&compose_path);
     let mut reader = Reader::new(compose_path.display().to_string());
     resolve::interpolate_tree(&mut compose_root, &vars, &mut reader);
@@ -543,6 +530,19 @@ fn read_vars(
             resolve::Vars::new()
         }
     }
+}
+
+/// Finds, reads and parses the compose file.
+fn read_compose(
+    files: &dyn FileSource,
+    jaco_dir: &Path,
+    explicit: Option<&Path>,
+    from_jaco: Option<&str>,
+) -> Result<(PathBuf, yaml::Node), Error> {
+    let path = find_compose(files, jaco_dir, explicit, from_jaco)?;
+    let text = read_source(files, &path)?;
+    let root = parse_source(&text, &path)?;
+    Ok((path, root))
 }
 
 fn find_compose(
