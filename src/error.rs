@@ -231,24 +231,24 @@ impl Error {
     /// nearest code by gRPC class, keeping the gRPC code and message in the details so that
     /// nothing is hidden from the operator.
     pub fn from_status(status: &tonic::Status) -> Self {
-        if let Ok(envelope) = crate::proto::v1::Error::decode(status.details()) {
-            if !envelope.code.is_empty() {
-                let details: BTreeMap<String, String> = envelope.details.into_iter().collect();
-                return match envelope.code.parse::<Code>() {
-                    Ok(code) => Error {
-                        code,
-                        message: envelope.message,
-                        details,
-                    },
-                    Err(UnknownCode(unknown)) => Error {
-                        code: Code::Internal,
-                        message: format!("{unknown}: {}", envelope.message),
-                        details,
-                    }
-                    .with("reason", "unknown_code")
-                    .with("original_code", unknown),
-                };
-            }
+        if let Ok(envelope) = crate::proto::v1::Error::decode(status.details())
+            && !envelope.code.is_empty()
+        {
+            let details: BTreeMap<String, String> = envelope.details.into_iter().collect();
+            return match envelope.code.parse::<Code>() {
+                Ok(code) => Error {
+                    code,
+                    message: envelope.message,
+                    details,
+                },
+                Err(UnknownCode(unknown)) => Error {
+                    code: Code::Internal,
+                    message: format!("{unknown}: {}", envelope.message),
+                    details,
+                }
+                .with("reason", "unknown_code")
+                .with("original_code", unknown),
+            };
         }
         let code = match status.code() {
             tonic::Code::PermissionDenied => Code::PermissionDenied,
