@@ -25,12 +25,14 @@ pub mod audit;
 pub mod backup;
 pub mod cluster;
 pub mod completion;
+pub mod config;
 pub mod deploy;
 pub mod node;
 pub mod output;
 pub mod registry;
 pub mod token;
 pub mod upgrade;
+pub mod validate;
 pub mod version;
 
 use args::GlobalArgs;
@@ -93,6 +95,10 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Recreate a node's data directory from a backup (offline)
     Restore(backup::RestoreArgs),
+    /// Check jaco.yaml and its compose file without contacting a cluster
+    Validate(validate::ValidateArgs),
+    /// Print the fully resolved deployment, as the daemon would receive it
+    Config(config::ConfigArgs),
     /// Print the version of this jaco binary
     Version(version::VersionArgs),
     /// Print a shell completion script
@@ -130,7 +136,9 @@ impl Command {
             | Command::Audit(_)
             | Command::Backup(_)
             | Command::Restore(_)
+            | Command::Validate(_)
             | Command::Version(_) => output::ALL_FORMATS,
+            Command::Config(_) => output::DOCUMENT,
             Command::Logs(_)
             | Command::Exec(_)
             | Command::Completion(_)
@@ -317,6 +325,8 @@ pub fn execute(
         Command::Audit(args) => audit::run(args, &mut ctx),
         Command::Backup(args) => backup::backup(args, &mut ctx),
         Command::Restore(args) => backup::restore(args, &mut ctx),
+        Command::Validate(args) => validate::run(args, &mut ctx),
+        Command::Config(args) => config::run(args, &mut ctx),
         Command::Version(args) => version::run(args, &mut ctx),
         Command::Completion(args) => completion::completion(args, &mut ctx),
         Command::Daemon(_) => Err(ctx.needs_daemon()),
