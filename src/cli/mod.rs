@@ -404,10 +404,12 @@ mod tests {
         assert_eq!(cli.global.server.as_deref(), Some("n1:7000"));
         assert_eq!(cli.global.output, Some(OutputFormat::Json));
         assert!(cli.global.quiet && cli.global.verbose);
-        assert_eq!(
-            cli.global.socket,
-            std::path::Path::new(args::DEFAULT_SOCKET)
-        );
+        if std::env::var_os("JACO_SOCKET").is_none() {
+            assert_eq!(
+                cli.global.socket,
+                std::path::Path::new(args::DEFAULT_SOCKET)
+            );
+        }
     }
 
     #[test]
