@@ -1,0 +1,463 @@
+//! The `jaco` binary as an operator and a script see it: help, exit statuses, stdout versus
+//! stderr, output formats, completions, man pages, and the CLI reference in docs/cli.md.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use clap::CommandFactory;
+use jaco::cli::Cli;
+
+/// Commands that work without a daemon in this build; every other leaf must say it is not
+/// available.
+const OFFLINE: &[&str] = &["validate", "config", "version", "completion", "man"];
+
+/// Runs the built binary with a clean jaco environment.
+fn jaco(args: &[&str]) -> Output {
+    jaco_in(args, None)
+}
+
+fn jaco_in(args: &[&str], dir: Option<&Path>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_jaco"));
+    command.args(args);
+    for var in ["JACO_TOKEN", "JACO_CA_CERT", "JACO_SOCKET", "JACO_DATA_DIR"] {
+        command.env_remove(var);
+    }
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    command.output().expect("run jaco")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// Every command path of the clap tree (`["cluster", "init"]`, …), hidden ones included.
+fn command_paths() -> Vec<Vec<String>> {
+    fn walk(command: &clap::Command, prefix: &[String], out: &mut Vec<Vec<String>>) {
+        for sub in command.get_subcommands() {
+            let mut path = prefix.to_vec();
+            path.push(sub.get_name().to_owned());
+            out.push(path.clone());
+            walk(sub, &path, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&Cli::command(), &[], &mut out);
+    out
+}
+
+fn find<'a>(root: &'a clap::Command, path: &[String]) -> &'a clap::Command {
+    path.iter().fold(root, |command, name| {
+        command.find_subcommand(name).expect("path exists")
+    })
+}
+
+#[test]
+fn help_of_each_command_lists_its_subcommands() {
+    let root = Cli::command();
+    let top = jaco(&["--help"]);
+    assert!(top.status.success());
+    for sub in root.get_subcommands().filter(|s| !s.is_hide_set()) {
+        assert!(stdout(&top).contains(sub.get_name()), "{}", sub.get_name());
+    }
+    for path in command_paths() {
+        let command = find(&root, &path);
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let output = jaco(&args);
+        assert!(output.status.success(), "{args:?}");
+        let text = stdout(&output);
+        assert!(text.contains("Usage: jaco "), "{args:?}: {text}");
+        for sub in command.get_subcommands() {
+            assert!(
+                text.contains(sub.get_name()),
+                "{args:?} lacks {}",
+                sub.get_name()
+            );
+        }
+    }
+}
+
+/// One command line per command that needs the daemon, with its required arguments.
+const DAEMON_COMMANDS: &[&[&str]] = &[
+    &["cluster", "init"],
+    &[
+        "cluster",
+        "join",
+        "--peer",
+        "node-a:7000",
+        "--token",
+        "join-token",
+        "--ca-cert",
+        "ca.crt",
+    ],
+    &["cluster", "status"],
+    &["node", "list"],
+    &["node", "remove", "node-b"],
+    &["node", "drain", "node-b"],
+    &["node", "issue-join-token", "--node-name", "node-c"],
+    &["token", "issue", "--name", "ci"],
+    &["token", "revoke", "ci"],
+    &["token", "list"],
+    &[
+        "registry",
+        "login",
+        "ghcr.io/acme",
+        "--username",
+        "bot",
+        "--password-stdin",
+    ],
+    &["registry", "logout", "ghcr.io/acme"],
+    &["registry", "list"],
+    &[
+        "upgrade",
+        "start",
+        "--bundle",
+        "jaco-0.2.0-x86_64.bundle",
+        "--all",
+    ],
+    &["upgrade", "status"],
+    &["upgrade", "abort"],
+    &["apply", "jaco.yaml"],
+    &["status", "shop/web"],
+    &["get", "deployments"],
+    &["get", "deployment", "shop"],
+    &["get", "replicas", "--deployment", "shop"],
+    &["get", "replica", "shop-web-1"],
+    &["get", "routes"],
+    &["get", "route", "shop.example.com"],
+    &["logs", "shop/web", "--tail", "10"],
+    &["exec", "shop/web/1", "-it", "--", "sh"],
+    &["rollback", "shop"],
+    &["delete", "shop"],
+    &["audit", "--type", "apply,node_join"],
+    &["backup", "cluster.bak"],
+    &[
+        "restore",
+        "--input",
+        "cluster.bak",
+        "--data-dir",
+        "/tmp/jaco-restore",
+    ],
+    &["daemon"],
+];
+
+fn is_leaf(path: &[String]) -> bool {
+    find(&Cli::command(), path)
+        .get_subcommands()
+        .next()
+        .is_none()
+}
+
+#[test]
+fn the_daemon_command_table_covers_the_tree() {
+    let expected: BTreeSet<String> = command_paths()
+        .into_iter()
+        .filter(|path| is_leaf(path) && !OFFLINE.contains(&path[0].as_str()))
+        .map(|path| path.join(" "))
+        .collect();
+    let listed: BTreeSet<String> = DAEMON_COMMANDS
+        .iter()
+        .map(|argv| argv[..expected_depth(argv)].join(" "))
+        .collect();
+    assert_eq!(listed, expected);
+}
+
+/// How many leading words of `argv` name the command (1 or 2).
+fn expected_depth(argv: &[&str]) -> usize {
+    let root = Cli::command();
+    match root.find_subcommand(argv[0]) {
+        Some(command) if command.get_subcommands().next().is_some() => 2,
+        _ => 1,
+    }
+}
+
+#[test]
+fn every_daemon_command_fails_loudly_and_prints_nothing_on_stdout() {
+    for argv in DAEMON_COMMANDS {
+        let path = argv[..expected_depth(argv)].join(" ");
+        let output = jaco(argv);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{argv:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(stdout(&output), "", "{argv:?}");
+        assert_eq!(
+            stderr(&output),
+            format!(
+                "Error: internal: `jaco {path}` is not available in this build: it needs the \
+                 jaco daemon, which lands with the control-plane work\n"
+            ),
+            "{argv:?}"
+        );
+    }
+}
+
+#[test]
+fn verbose_prints_the_details_of_an_error() {
+    let output = jaco(&["-v", "token", "list"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).ends_with("\n  reason=not_available_in_this_build\n"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let version = env!("CARGO_PKG_VERSION");
+    let output = jaco(&["version"]);
+    assert!(output.status.success());
+    assert_eq!(stdout(&output), format!("{version}\n"));
+
+    let output = jaco(&["version", "-o", "json"]);
+    assert!(output.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json, serde_json::json!({ "version": version }));
+
+    let output = jaco(&["-o", "yaml", "version"]);
+    assert_eq!(stdout(&output), format!("version: \"{version}\"\n"));
+}
+
+#[test]
+fn completions_for_every_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let output = jaco(&["completion", shell]);
+        assert!(output.status.success(), "{shell}");
+        let script = stdout(&output);
+        assert!(script.contains("jaco"), "{shell}");
+        assert!(script.contains("issue-join-token"), "{shell}");
+    }
+}
+
+#[test]
+fn man_writes_a_page_per_visible_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("man1");
+    let output = jaco(&["man", "--out-dir", out_dir.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let root = Cli::command();
+    let mut expected: BTreeSet<String> = command_paths()
+        .into_iter()
+        .filter(|path| {
+            // A command is visible when no command on its path is hidden.
+            (1..=path.len()).all(|n| !find(&root, &path[..n]).is_hide_set())
+        })
+        .map(|path| format!("jaco-{}.1", path.join("-")))
+        .collect();
+    expected.insert("jaco.1".to_owned());
+    let written: BTreeSet<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(written, expected);
+    assert!(!written.contains("jaco-man.1"));
+    let page = std::fs::read_to_string(out_dir.join("jaco-cluster-join.1")).unwrap();
+    assert!(page.contains(".TH"), "not a man page");
+    assert!(page.contains("peer"), "{page}");
+    assert_eq!(stdout(&output).lines().count(), expected.len());
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for argv in [
+        &["bogus"][..],
+        &[],
+        &["cluster"],
+        &["logs", "no-service"],
+        &["status", "--output", "xml"],
+        &["completion", "bash", "-o", "json"],
+        &["config", "-o", "table"],
+        &["backup", "-o", "cluster.bak"],
+        &["cluster", "join", "--peer", "n1:7000"],
+    ] {
+        let output = jaco(argv);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{argv:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(stdout(&output), "", "{argv:?}");
+    }
+    assert!(stderr(&jaco(&["bogus"])).contains("unrecognized subcommand 'bogus'"));
+}
+
+/// A deployment directory with jaco.yaml and compose.yaml.
+fn deployment(compose: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("jaco.yaml"),
+        "deployment: shop\nroutes:\n  - domain: shop.example.com\n    service: web\n    port: 8080\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("compose.yaml"), compose).unwrap();
+    dir
+}
+
+const VALID_COMPOSE: &str =
+    "services:\n  web:\n    image: nginx:1.25\n  cache:\n    image: redis:7\n    restart: always\n";
+
+const INVALID_COMPOSE: &str = "services:\n  web:\n    build: .\n  worker:\n    build: ./worker\n";
+
+#[test]
+fn validate_a_valid_deployment() {
+    let dir = deployment(VALID_COMPOSE);
+    let output = jaco_in(&["validate"], Some(dir.path()));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "valid: deployment shop, 2 services, 1 route\n"
+    );
+    let warnings = stderr(&output);
+    assert!(
+        warnings.lines().all(|l| l.starts_with("Warning: ")),
+        "{warnings}"
+    );
+    assert!(warnings.contains("restart"), "{warnings}");
+
+    let quiet = jaco_in(&["validate", "-q"], Some(dir.path()));
+    assert_eq!(quiet.status.code(), Some(0));
+    assert_eq!(stderr(&quiet), "");
+
+    let json = jaco_in(&["validate", "jaco.yaml", "-o", "json"], Some(dir.path()));
+    assert_eq!(json.status.code(), Some(0));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&json.stdout).unwrap(),
+        serde_json::json!([])
+    );
+
+    let yaml = jaco_in(&["validate", "-o", "yaml"], Some(dir.path()));
+    assert_eq!(yaml.status.code(), Some(0));
+    assert_eq!(stdout(&yaml), "[]\n");
+}
+
+#[test]
+fn validate_reports_every_problem() {
+    let dir = deployment(INVALID_COMPOSE);
+    let output = jaco_in(&["validate"], Some(dir.path()));
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stdout(&output), "");
+    let text = stderr(&output);
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("Error: ")).collect();
+    assert!(errors.len() >= 2, "{errors:?}");
+
+    let json = jaco_in(&["validate", "-o", "json"], Some(dir.path()));
+    assert_eq!(json.status.code(), Some(1));
+    let envelopes: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(envelopes.len() >= 2, "{envelopes:?}");
+    for envelope in &envelopes {
+        let keys: Vec<&str> = envelope
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["code", "message", "details"]);
+    }
+    assert!(
+        envelopes.iter().any(|e| e["code"] == "validation_failed"),
+        "{envelopes:?}"
+    );
+}
+
+#[test]
+fn config_prints_the_resolved_deployment() {
+    let dir = deployment(VALID_COMPOSE);
+    let json = jaco_in(&["config", "-o", "json"], Some(dir.path()));
+    assert_eq!(json.status.code(), Some(0), "{}", stderr(&json));
+    let resolved: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(resolved.get("deployment").is_some(), "{resolved}");
+    assert!(resolved["services"]["web"].is_object(), "{resolved}");
+    assert!(resolved["services"]["cache"].is_object(), "{resolved}");
+
+    let yaml = jaco_in(&["config"], Some(dir.path()));
+    assert_eq!(yaml.status.code(), Some(0));
+    let text = stdout(&yaml);
+    assert!(text.starts_with("deployment:"), "{text}");
+    assert!(text.contains("\nservices:\n"), "{text}");
+    assert_eq!(
+        stdout(&jaco_in(&["config", "-o", "yaml"], Some(dir.path()))),
+        text
+    );
+
+    let broken = deployment(INVALID_COMPOSE);
+    let failed = jaco_in(&["config", "-o", "json"], Some(broken.path()));
+    assert_eq!(failed.status.code(), Some(1));
+    assert_eq!(stdout(&failed), "");
+    assert!(stderr(&failed).starts_with("Error: "));
+}
+
+/// docs/cli.md has a section per command path (a heading "`jaco <path>`"), and each section
+/// mentions every flag and argument of its command; global flags are in "Global flags".
+#[test]
+fn the_cli_reference_documents_every_command_and_flag() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md"))
+        .expect("docs/cli.md");
+    let sections = sections(&doc);
+    let root = Cli::command();
+
+    let global = sections
+        .iter()
+        .find(|(heading, _)| heading == "Global flags")
+        .map(|(_, body)| body.as_str())
+        .expect("a `Global flags` section");
+    for arg in root.get_arguments() {
+        if let Some(long) = arg.get_long() {
+            assert!(global.contains(&format!("--{long}")), "global --{long}");
+        }
+    }
+
+    let mut missing = Vec::new();
+    for path in command_paths() {
+        let name = format!("`jaco {}`", path.join(" "));
+        let Some((_, body)) = sections.iter().find(|(heading, _)| *heading == name) else {
+            missing.push(format!("section {name}"));
+            continue;
+        };
+        for arg in find(&root, &path).get_arguments() {
+            if arg.is_global_set() || ["help", "version"].contains(&arg.get_id().as_str()) {
+                continue;
+            }
+            let mention = match arg.get_long() {
+                Some(long) => format!("--{long}"),
+                None => arg
+                    .get_value_names()
+                    .and_then(|names| names.first())
+                    .map(|name| name.to_string())
+                    .unwrap_or_else(|| arg.get_id().to_string()),
+            };
+            if !body.contains(&mention) {
+                missing.push(format!("{mention} in {name}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "docs/cli.md lacks: {missing:?}");
+}
+
+/// (heading text, body up to the next heading) for every markdown heading.
+fn sections(doc: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in doc.lines() {
+        if line.starts_with('#') {
+            out.push((
+                line.trim_start_matches('#').trim().to_owned(),
+                String::new(),
+            ));
+        } else if let Some((_, body)) = out.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    out
+}
