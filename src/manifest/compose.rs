@@ -12,7 +12,7 @@ use super::read::{Reader, join};
 use super::spec::{
     ContainerSpec, Dependency, DependencyCondition, FileMount, FileObject, Healthcheck, Logging,
     Mount, MountKind, NetworkAttachment, NetworkSpec, Port, PullPolicy, ResourceValues, Resources,
-    Ulimit, VolumeSpec,
+    Ulimit, VolumeSpec, Written,
 };
 use super::support::{self, Class};
 use super::units;
@@ -670,8 +670,18 @@ fn read_ports(node: &Node, reader: &mut Reader) -> Vec<Port> {
                 None => Err("expected a port string, number or mapping".to_owned()),
             },
         };
+        let written = Written {
+            text: item
+                .as_scalar()
+                .map_or_else(|| item.to_json().to_string(), str::to_owned),
+            line: item.mark.line,
+            column: item.mark.column,
+        };
         match parsed {
-            Ok(entries) => ports.extend(entries),
+            Ok(entries) => ports.extend(entries.into_iter().map(|port| Port {
+                written: written.clone(),
+                ..port
+            })),
             Err(why) => reader.invalid(item, &field, why),
         }
     }
@@ -774,6 +784,7 @@ fn expand_ports(
             published: published.map(|p| p.0 + i),
             host_ip: host_ip.clone(),
             protocol: protocol.clone(),
+            written: Written::default(),
         })
         .collect())
 }
@@ -1400,7 +1411,7 @@ fn check_references(compose: &Compose, inactive: &BTreeSet<String>, reader: &mut
             }
         }
         for port in &c.ports {
-            check_port(port, name, mark, &mut published, reader);
+            check_port(port, name, &mut published, reader);
         }
     }
     reader.set_service(None);
@@ -1409,14 +1420,17 @@ fn check_references(compose: &Compose, inactive: &BTreeSet<String>, reader: &mut
 fn check_port(
     port: &Port,
     service: &str,
-    mark: Mark,
     published: &mut BTreeMap<(u16, String), String>,
     reader: &mut Reader,
 ) {
     let Some(host_port) = port.published else {
         return;
     };
-    let entry = format!("{host_port}:{}/{}", port.target, port.protocol);
+    let entry = port.written.text.clone();
+    let mark = Mark {
+        line: port.written.line,
+        column: port.written.column,
+    };
     if host_port == 80 || host_port == 443 {
         reader
             .report(
@@ -1482,7 +1496,8 @@ mod tests {
                 target: 80,
                 published: Some(8080),
                 host_ip: None,
-                protocol: "tcp".into()
+                protocol: "tcp".into(),
+                written: Written::default(),
             }]
         );
         assert_eq!(one("53/udp")[0].protocol, "udp");

@@ -15,6 +15,8 @@ use crate::error::Code;
 /// A parsed jaco.yaml.
 #[derive(Debug, Clone, Default)]
 pub struct JacoFile {
+    /// The path it was read from, for error details.
+    pub file: String,
     /// Deployment name.
     pub deployment: String,
     /// `compose:` path, relative to jaco.yaml.
@@ -103,6 +105,7 @@ const ROUTE_KEYS: &[&str] = &["domain", "service", "port", "path", "strip_path",
 /// Reads jaco.yaml, recording problems in `reader`.
 pub fn read(root: &Node, reader: &mut Reader) -> JacoFile {
     let mut file = JacoFile {
+        file: reader.file().to_owned(),
         acme: true,
         ..JacoFile::default()
     };

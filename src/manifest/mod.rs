@@ -236,9 +236,9 @@ fn finish(
 /// Combines jaco.yaml and compose into the resolved model, checking the rules that need both.
 fn assemble(jaco: jaco_file::JacoFile, compose: compose::Compose, reader: &mut Reader) -> Resolved {
     let declared: Vec<&str> = compose.services.keys().map(String::as_str).collect();
-    let jaco_file_name = "jaco.yaml";
+    let jaco_file_name = jaco.file.clone();
     let mut jaco_problem = |code: Code, message: String, details: &[(&str, &str)]| {
-        let mut error = Error::new(code, message).with("file", jaco_file_name);
+        let mut error = Error::new(code, message).with("file", &jaco_file_name);
         for (k, v) in details {
             error = error.with(*k, *v);
         }
@@ -336,7 +336,7 @@ fn assemble(jaco: jaco_file::JacoFile, compose: compose::Compose, reader: &mut R
             let line = overrides
                 .map(|o| o.mark.line.to_string())
                 .unwrap_or_default();
-            jaco_problem_exceed(reader, &name, replicas, hosts.len(), &line);
+            jaco_problem_exceed(reader, &jaco.file, &name, replicas, hosts.len(), &line);
         }
         let update = update_policy(overrides.map(|o| &o.update), &service.update);
         for mount in service
@@ -420,6 +420,7 @@ fn assemble(jaco: jaco_file::JacoFile, compose: compose::Compose, reader: &mut R
 
 fn jaco_problem_exceed(
     reader: &mut Reader,
+    file: &str,
     service: &str,
     replicas: u32,
     hosts: usize,
@@ -433,7 +434,7 @@ fn jaco_problem_exceed(
                  (never two replicas of a service on one pinned host)"
             ),
         )
-        .with("file", "jaco.yaml")
+        .with("file", file)
         .with("line", line)
         .with("service", service)
         .with("replicas", replicas)

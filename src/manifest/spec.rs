@@ -412,6 +412,21 @@ pub struct Port {
     pub host_ip: Option<String>,
     /// `tcp` or `udp`.
     pub protocol: String,
+    /// Where the entry was written: its text, line and column (for error messages only; not
+    /// part of the spec or its hash).
+    #[serde(skip)]
+    pub written: Written,
+}
+
+/// The source text and position of a value, kept for error messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// The entry as written, e.g. `"80:80"`.
+    pub text: String,
+    /// Line, starting at 1.
+    pub line: usize,
+    /// Column, starting at 1.
+    pub column: usize,
 }
 
 /// A service's attachment to one network.
