@@ -5,8 +5,10 @@
 //! - [`error`]: the closed error-code set and the `Error { code, message, details }` envelope.
 //! - [`manifest`]: jaco.yaml + compose → validated, resolved deployment (SPEC §2).
 //! - [`proto`]: generated `jaco.v1` protobuf messages and gRPC services.
+//! - [`yaml`]: YAML documents whose every node knows its line and column.
 
 pub mod cli;
 pub mod error;
 pub mod manifest;
 pub mod proto;
+pub mod yaml;

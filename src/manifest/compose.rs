@@ -16,8 +16,8 @@ use super::spec::{
 };
 use super::support::{self, Class};
 use super::units;
-use super::yaml::{Mark, Node, Value};
 use crate::error::Code;
+use crate::yaml::{Mark, Node, Value};
 
 /// The label that admits `privileged` and `security_opt` (SPEC §2.6).
 pub const PRIVILEGED_LABEL: &str = "jaco.io/allow-privileged";

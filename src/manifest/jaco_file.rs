@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::read::{Reader, join};
 use super::spec::{FailureAction, Placement, TlsMode, UpdateOrder};
-use super::yaml::{Mark, Node};
 use crate::error::Code;
+use crate::yaml::{Mark, Node};
 
 /// A parsed jaco.yaml.
 #[derive(Debug, Clone, Default)]
@@ -546,7 +546,7 @@ fn is_email(email: &str) -> bool {
 mod tests {
     use super::*;
     use crate::error::Code;
-    use crate::manifest::yaml;
+    use crate::yaml;
 
     fn read_str(source: &str) -> (JacoFile, Vec<crate::error::Error>) {
         let root = yaml::parse(source).expect("yaml");

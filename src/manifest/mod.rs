@@ -8,7 +8,7 @@
 //!   documents it was sent, and refuses ones that still need the operator's files
 //!   (`env_file_unresolved`).
 //!
-//! Submodules: `yaml` (positioned YAML tree), `dotenv` and `interpolate` (env files and
+//! Submodules: `dotenv` and `interpolate` (env files and
 //! `${VAR}`), `units` (durations, sizes, shell words), `read` (typed reading with error
 //! collection), `support` (the compose support matrix), `jaco_file` (jaco.yaml schema),
 //! `compose` (compose schema), `resolve` (CLI-side file work), `spec` (the resolved model and
@@ -23,7 +23,6 @@ mod resolve;
 pub mod spec;
 pub mod support;
 mod units;
-mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +35,7 @@ pub use read::Warning;
 use spec::{DeploymentSpec, Placement, Route, ServiceSpec, TcpRoute, UpdatePolicy};
 
 use crate::error::{Code, Error};
+use crate::yaml;
 
 /// Where manifest files come from: the real disk for the CLI, memory for tests and fuzzing.
 pub trait FileSource {

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use super::units;
-use super::yaml::{Mark, Node, Value};
 use crate::error::{Code, Error};
+use crate::yaml::{Mark, Node, Value};
 
 /// Collects problems for one file while reading typed values out of it.
 pub struct Reader {
@@ -317,7 +317,7 @@ pub fn join(path: &str, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::yaml;
+    use crate::yaml;
 
     fn doc(source: &str) -> Node {
         yaml::parse(source).unwrap()

@@ -16,8 +16,8 @@ use super::dotenv;
 use super::interpolate;
 use super::read::{Reader, join};
 use super::spec::FileObject;
-use super::yaml::{self, Mark, Node, Value};
 use crate::error::Code;
+use crate::yaml::{self, Mark, Node, Value};
 
 /// How deep `extends` chains and `include` nesting may go before we call it a cycle.
 const MAX_DEPTH: usize = 16;

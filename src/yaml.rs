@@ -6,8 +6,8 @@
 //! and merge keys, and rejects duplicate keys. Scalars keep their source text; typing (bool,
 //! int, null) is decided by the reader that knows what the field expects.
 //!
-//! It must not know anything about jaco.yaml or compose: schema rules live in the modules
-//! that own those documents.
+//! It must not know anything about jaco.yaml, compose or daemon.yaml: schema rules live in the
+//! modules that own those documents.
 
 use std::collections::HashMap;
 
