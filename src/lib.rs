@@ -2,12 +2,14 @@
 //!
 //! # Layout
 //! - [`cli`]: the `jaco` command line — clap command tree, output formats, command adapters.
+//! - [`daemon`]: the `jaco daemon` process — configuration, wiring, lifecycle.
 //! - [`error`]: the closed error-code set and the `Error { code, message, details }` envelope.
 //! - [`manifest`]: jaco.yaml + compose → validated, resolved deployment (SPEC §2).
 //! - [`proto`]: generated `jaco.v1` protobuf messages and gRPC services.
 //! - [`yaml`]: YAML documents whose every node knows its line and column.
 
 pub mod cli;
+pub mod daemon;
 pub mod error;
 pub mod manifest;
 pub mod proto;

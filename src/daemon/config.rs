@@ -1,0 +1,338 @@
+//! `daemon.yaml`: the daemon's closed configuration schema, its defaults and environment
+//! overrides.
+//!
+//! Every key has a default, so a missing file at the default path means "all defaults"; an
+//! unknown key anywhere is an error naming the key and its line (SPEC §1.1). Loading is a
+//! function of the file text, the environment and the host name, so it is tested without
+//! touching the machine. This module must not start anything.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Code, Error};
+use crate::yaml;
+
+/// Where the daemon looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/jaco/daemon.yaml";
+
+/// The daemon configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// This node's name in the cluster (default: the host name).
+    pub node_name: String,
+    /// Raft log, state, keys and certificates (`JACO_DATA_DIR` overrides).
+    pub data_dir: PathBuf,
+    /// Address of the TLS gRPC API for CLIs and peers.
+    pub api_listen: SocketAddr,
+    /// `host:port` that peers and remote CLIs dial (default: `<node_name>:<api port>`).
+    pub advertise: Option<String>,
+    /// The local control socket (no token; identity `local`).
+    pub socket: PathBuf,
+    /// Group that owns the control socket (mode 0660); `None` keeps the daemon's group.
+    pub socket_group: Option<String>,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_listen: SocketAddr,
+    /// Log level filter (tracing syntax, e.g. `info` or `jaco=debug`); `JACO_LOG` overrides.
+    pub log: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Raft timing and snapshot settings.
+    pub raft: RaftSettings,
+    /// How many audit events the cluster keeps.
+    pub audit_retention: u64,
+    /// How long a write waits for a leader before failing with `no_leader`, in milliseconds.
+    pub leader_wait_ms: u64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human text on a terminal, JSON otherwise.
+    Auto,
+    /// Always JSON lines.
+    Json,
+    /// Always human text.
+    Text,
+}
+
+/// Raft timings (milliseconds) and snapshot policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSettings {
+    /// Leader heartbeat interval.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomised election timeout.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomised election timeout.
+    pub election_timeout_max_ms: u64,
+    /// Take a snapshot (and compact the log) every this many entries.
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_every: 5_000,
+        }
+    }
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            node_name: String::new(),
+            data_dir: PathBuf::from("/var/lib/jaco"),
+            api_listen: SocketAddr::from(([0, 0, 0, 0], 7000)),
+            advertise: None,
+            socket: PathBuf::from("/run/jaco/jaco.sock"),
+            socket_group: Some("jaco".to_owned()),
+            metrics_listen: SocketAddr::from(([0, 0, 0, 0], 9100)),
+            log: "info".to_owned(),
+            log_format: LogFormat::Auto,
+            raft: RaftSettings::default(),
+            audit_retention: 100_000,
+            leader_wait_ms: 5_000,
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// The address peers and CLIs dial.
+    pub fn advertise_addr(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", self.node_name, self.api_listen.port()))
+    }
+}
+
+/// Loads the configuration.
+///
+/// `text` is the file content (`None` when the file does not exist), `env` reads environment
+/// variables, and `hostname` is the default node name.
+pub fn load(
+    path: &Path,
+    text: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+    hostname: &str,
+) -> Result<DaemonConfig, Error> {
+    let mut config = match text {
+        None => DaemonConfig::default(),
+        Some(text) => parse(path, text)?,
+    };
+    if config.node_name.is_empty() {
+        config.node_name = hostname.trim().to_owned();
+    }
+    if let Some(dir) = env("JACO_DATA_DIR").filter(|d| !d.is_empty()) {
+        config.data_dir = PathBuf::from(dir);
+    }
+    if let Some(level) = env("JACO_LOG").filter(|l| !l.is_empty()) {
+        config.log = level;
+    }
+    validate(path, config)
+}
+
+fn parse(path: &Path, text: &str) -> Result<DaemonConfig, Error> {
+    let invalid =
+        |message: String| Error::new(Code::ValidationFailed, message).with("file", path.display());
+    let root = yaml::parse(text).map_err(|e| {
+        Error::new(Code::ParseFailed, format!("{}: {e}", path.display()))
+            .with("file", path.display())
+            .with("line", e.mark.line)
+            .with("column", e.mark.column)
+    })?;
+    if root.as_map().is_some_and(<[_]>::is_empty) {
+        return Ok(DaemonConfig::default());
+    }
+    serde_json::from_value(root.to_json()).map_err(|e| {
+        let message = e.to_string();
+        let mut error = invalid(format!("{}: {message}", path.display()));
+        // serde names the offending key as `unknown field `x``; point at its line.
+        if let Some(key) = message.split('`').nth(1) {
+            if let Some((k, _)) = find_key(&root, key) {
+                error = error
+                    .with("field", key)
+                    .with("line", k.mark.line)
+                    .with("column", k.mark.column);
+            }
+        }
+        error
+    })
+}
+
+fn find_key<'a>(node: &'a yaml::Node, key: &str) -> Option<&'a (yaml::Node, yaml::Node)> {
+    let entries = node.as_map()?;
+    entries
+        .iter()
+        .find(|(k, _)| k.as_scalar() == Some(key))
+        .or_else(|| entries.iter().find_map(|(_, v)| find_key(v, key)))
+}
+
+fn validate(path: &Path, config: DaemonConfig) -> Result<DaemonConfig, Error> {
+    let invalid = |field: &str, message: String| {
+        Err(Error::new(Code::ValidationFailed, message)
+            .with("file", path.display())
+            .with("field", field))
+    };
+    if !is_node_name(&config.node_name) {
+        return invalid(
+            "node_name",
+            format!(
+                "node_name {:?} must be 1-63 lowercase letters, digits or '-', starting with a \
+                 letter or digit",
+                config.node_name
+            ),
+        );
+    }
+    if let Some(advertise) = &config.advertise {
+        let valid = advertise.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !valid {
+            return invalid(
+                "advertise",
+                format!("advertise {advertise:?} must be host:port"),
+            );
+        }
+    }
+    let raft = &config.raft;
+    if raft.heartbeat_interval_ms == 0
+        || raft.election_timeout_min_ms <= raft.heartbeat_interval_ms
+        || raft.election_timeout_max_ms <= raft.election_timeout_min_ms
+    {
+        return invalid(
+            "raft",
+            "raft timings need 0 < heartbeat_interval_ms < election_timeout_min_ms < \
+             election_timeout_max_ms"
+                .to_owned(),
+        );
+    }
+    if raft.snapshot_every == 0 {
+        return invalid(
+            "raft.snapshot_every",
+            "raft.snapshot_every must be positive".to_owned(),
+        );
+    }
+    if config.audit_retention == 0 {
+        return invalid(
+            "audit_retention",
+            "audit_retention must be positive".to_owned(),
+        );
+    }
+    Ok(config)
+}
+
+/// `[a-z0-9][a-z0-9-]{0,62}`: a DNS label, because node names appear in certificates.
+pub fn is_node_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn load_text(text: Option<&str>) -> Result<DaemonConfig, Error> {
+        load(Path::new("daemon.yaml"), text, &no_env, "node-1\n")
+    }
+
+    #[test]
+    fn missing_or_empty_file_means_defaults_with_the_host_name() {
+        for text in [None, Some(""), Some("# nothing\n")] {
+            let config = load_text(text).unwrap();
+            assert_eq!(config.node_name, "node-1");
+            assert_eq!(config.api_listen.port(), 7000);
+            assert_eq!(config.socket, PathBuf::from("/run/jaco/jaco.sock"));
+            assert_eq!(config.data_dir, PathBuf::from("/var/lib/jaco"));
+            assert_eq!(config.advertise_addr(), "node-1:7000");
+        }
+    }
+
+    #[test]
+    fn every_key_can_be_set() {
+        let config = load_text(Some(
+            "node_name: a\ndata_dir: /data\napi_listen: 127.0.0.1:7100\nadvertise: 10.0.0.1:7100\n\
+             socket: /tmp/j.sock\nsocket_group: wheel\nmetrics_listen: 127.0.0.1:9200\nlog: debug\n\
+             log_format: json\nraft: {heartbeat_interval_ms: 50, election_timeout_min_ms: 200, \
+             election_timeout_max_ms: 400, snapshot_every: 10}\naudit_retention: 10\nleader_wait_ms: 100\n",
+        ))
+        .unwrap();
+        assert_eq!(config.node_name, "a");
+        assert_eq!(config.advertise_addr(), "10.0.0.1:7100");
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.raft.snapshot_every, 10);
+        assert_eq!(config.leader_wait_ms, 100);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = |name: &str| match name {
+            "JACO_DATA_DIR" => Some("/elsewhere".to_owned()),
+            "JACO_LOG" => Some("trace".to_owned()),
+            _ => None,
+        };
+        let config = load(
+            Path::new("d.yaml"),
+            Some("data_dir: /data\nlog: info\n"),
+            &env,
+            "h",
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/elsewhere"));
+        assert_eq!(config.log, "trace");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let error = load_text(Some("node_name: a\ndata_dri: /x\n")).unwrap_err();
+        assert_eq!(error.code, Code::ValidationFailed);
+        assert_eq!(error.details["field"], "data_dri");
+        assert_eq!(error.details["line"], "2");
+
+        let error = load_text(Some("raft:\n  heartbeat: 5\n")).unwrap_err();
+        assert_eq!(error.details["field"], "heartbeat");
+        assert_eq!(error.details["line"], "2");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for text in [
+            "node_name: Node_A\n",
+            "api_listen: not-an-address\n",
+            "advertise: nohost\n",
+            "raft: {heartbeat_interval_ms: 500}\n",
+            "raft: {snapshot_every: 0}\n",
+            "log_format: xml\n",
+            "audit_retention: 0\n",
+        ] {
+            let error = load_text(Some(text)).unwrap_err();
+            assert_eq!(error.code, Code::ValidationFailed, "{text}");
+        }
+        let error = load_text(Some("node_name: [a\n")).unwrap_err();
+        assert_eq!(error.code, Code::ParseFailed);
+    }
+
+    #[test]
+    fn node_names() {
+        assert!(is_node_name("node-1"));
+        assert!(is_node_name("1node"));
+        assert!(!is_node_name(""));
+        assert!(!is_node_name("-a"));
+        assert!(!is_node_name("Node"));
+        assert!(!is_node_name(&"a".repeat(64)));
+    }
+}
