@@ -154,13 +154,13 @@ fn parse(path: &Path, text: &str) -> Result<DaemonConfig, Error> {
         let message = e.to_string();
         let mut error = invalid(format!("{}: {message}", path.display()));
         // serde names the offending key as `unknown field `x``; point at its line.
-        if let Some(key) = message.split('`').nth(1) {
-            if let Some((k, _)) = find_key(&root, key) {
-                error = error
-                    .with("field", key)
-                    .with("line", k.mark.line)
-                    .with("column", k.mark.column);
-            }
+        if let Some(key) = message.split('`').nth(1)
+            && let Some((k, _)) = find_key(&root, key)
+        {
+            error = error
+                .with("field", key)
+                .with("line", k.mark.line)
+                .with("column", k.mark.column);
         }
         error
     })
