@@ -5,3 +5,6 @@
 //! tested there.
 
 pub mod config;
+pub mod http;
+pub mod logging;
+pub mod metrics;
