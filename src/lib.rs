@@ -1,6 +1,7 @@
 //! jaco runs Docker Compose applications on a small raft-backed cluster of appliance nodes.
 //!
 //! # Layout
+//! - [`api`]: the gRPC API edge — listeners, authentication, services, forwarding.
 //! - [`cli`]: the `jaco` command line — clap command tree, output formats, command adapters.
 //! - [`daemon`]: the `jaco daemon` process — configuration, wiring, lifecycle.
 //! - [`error`]: the closed error-code set and the `Error { code, message, details }` envelope.
@@ -8,6 +9,7 @@
 //! - [`proto`]: generated `jaco.v1` protobuf messages and gRPC services.
 //! - [`yaml`]: YAML documents whose every node knows its line and column.
 
+pub mod api;
 pub mod cli;
 pub mod daemon;
 pub mod error;
