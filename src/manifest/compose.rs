@@ -125,8 +125,29 @@ pub fn read(root: &Node, objects: Objects, profiles: &[String], reader: &mut Rea
         compose.services.insert(name, service);
     }
     reader.set_service(None);
+    drop_optional_dependencies(&mut compose, reader);
     check_references(&compose, &inactive, reader);
     compose
+}
+
+/// `required: false` dependencies on services that are not deployed are dropped, as compose
+/// does, with a warning instead of an error.
+fn drop_optional_dependencies(compose: &mut Compose, reader: &mut Reader) {
+    let deployed: BTreeSet<String> = compose.services.keys().cloned().collect();
+    for (name, service) in &mut compose.services {
+        service.depends_on.retain(|dependency, spec| {
+            let keep = spec.required || deployed.contains(dependency);
+            if !keep {
+                reader.set_service(Some(name));
+                reader.warn(
+                    &join("depends_on", dependency),
+                    format!("optional dependency {dependency:?} is not deployed; ignored"),
+                );
+            }
+            keep
+        });
+    }
+    reader.set_service(None);
 }
 
 fn check_top_level_keys(root: &Node, reader: &mut Reader) {

@@ -542,6 +542,17 @@ fn depends_on_forms_and_rules() {
         ("depends_on: [web]", "invalid_depends_on"),
         ("depends_on: [ghost]", "unknown_depends_on_service"),
     ];
+    let optional = "services:\n  web:\n    image: a\n    depends_on:\n      ghost: {required: false}\n      debug: {required: false}\n  debug:\n    image: b\n    profiles: [debug]\n";
+    let resolved = ok(JACO, optional);
+    assert!(resolved.services["web"].depends_on.is_empty());
+    assert_eq!(
+        resolved
+            .warnings
+            .iter()
+            .filter(|w| w.field.starts_with("depends_on."))
+            .count(),
+        2
+    );
     for (body, reason) in cases {
         let compose = format!("services:\n  web:\n    image: a\n    {body}\n  db:\n    image: b\n");
         let error = single(JACO, &compose);
