@@ -155,21 +155,45 @@ enum Failure {
 }
 
 impl PeerClient {
-    /// Sends one unary RPC with the deadline `ttl` and returns the response's payload.
-    async fn call<R, F, Fut>(&self, ttl: Duration, send: F) -> Result<R, Failure>
+    /// Sends `payload` in one unary RPC (`send`) with the deadline `ttl` and decodes the answer
+    /// into openraft's result; a peer's raft error becomes a remote error.
+    async fn exchange<Req, Resp, T, E, F, Fut>(
+        &self,
+        action: RPCTypes,
+        ttl: Duration,
+        payload: Vec<u8>,
+        send: F,
+    ) -> Result<T, RPCError<NodeId, NodeAddr, E>>
     where
-        F: FnOnce(InternalClient<Channel>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<R>, Status>>,
+        Req: Envelope,
+        Resp: Envelope,
+        T: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+        F: FnOnce(InternalClient<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         let client = match &self.client {
             Ok(client) => client.clone(),
-            Err(error) => return Err(Failure::Unreachable(AnyError::error(error))),
+            Err(error) => {
+                return Err(self.rpc_error(action, Failure::Unreachable(AnyError::error(error))));
+            }
         };
-        match tokio::time::timeout(ttl, send(client)).await {
-            Err(_) => Err(Failure::Timeout(ttl)),
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(classify(&status)),
-        }
+        let mut request = tonic::Request::new(Req::wrap(payload));
+        request.set_timeout(ttl);
+        let response = match tokio::time::timeout(ttl, send(client, request)).await {
+            Err(_) => return Err(self.rpc_error(action, Failure::Timeout(ttl))),
+            Ok(Err(status)) => return Err(self.rpc_error(action, classify(&status))),
+            Ok(Ok(response)) => response.into_inner(),
+        };
+        let decoded: Result<T, E> =
+            open(&response).map_err(|status| self.network(action, &status))?;
+        decoded.map_err(|error| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                error,
+            ))
+        })
     }
 
     fn rpc_error<E: std::error::Error>(
@@ -189,23 +213,12 @@ impl PeerClient {
         }
     }
 
-    /// Decodes a response payload into openraft's result, a peer's raft error becoming a remote
-    /// error.
-    fn answer<T: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+    fn network<E: std::error::Error>(
         &self,
         action: RPCTypes,
-        format_version: u32,
-        payload: &[u8],
-    ) -> Result<T, RPCError<NodeId, NodeAddr, E>> {
-        let decoded = decode::<Result<T, E>>(format_version, payload)
-            .map_err(|status| self.rpc_error(action, Failure::Network(AnyError::new(&status))))?;
-        decoded.map_err(|error| {
-            RPCError::RemoteError(RemoteError::new_with_node(
-                self.target,
-                self.node.clone(),
-                error,
-            ))
-        })
+        status: &Status,
+    ) -> RPCError<NodeId, NodeAddr, E> {
+        self.rpc_error(action, Failure::Network(AnyError::new(status)))
     }
 }
 
@@ -229,12 +242,49 @@ struct SnapshotChunk {
     done: bool,
 }
 
+/// The three request and three response messages: a format version and a payload.
+trait Envelope {
+    /// A message carrying `payload` in the current format.
+    fn wrap(payload: Vec<u8>) -> Self;
+    /// The format version and payload.
+    fn parts(&self) -> (u32, &[u8]);
+}
+
+macro_rules! envelope {
+    ($($message:ty),* $(,)?) => {
+        $(impl Envelope for $message {
+            fn wrap(payload: Vec<u8>) -> Self {
+                Self { format_version: FORMAT_VERSION, payload }
+            }
+            fn parts(&self) -> (u32, &[u8]) {
+                (self.format_version, &self.payload)
+            }
+        })*
+    };
+}
+
+envelope!(
+    pb::AppendEntriesRequest,
+    pb::AppendEntriesResponse,
+    pb::VoteRequest,
+    pb::VoteResponse,
+    pb::InstallSnapshotRequest,
+    pb::InstallSnapshotResponse,
+);
+
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Status> {
     serde_json::to_vec(value)
         .map_err(|error| Status::internal(format!("cannot encode raft payload: {error}")))
 }
 
-fn decode<T: DeserializeOwned>(format_version: u32, payload: &[u8]) -> Result<T, Status> {
+/// `value` encoded into a message of the current format.
+fn seal<M: Envelope>(value: &impl Serialize) -> Result<M, Status> {
+    encode(value).map(M::wrap)
+}
+
+/// The payload of `message`, refused unless it is in the current format and decodes.
+fn open<T: DeserializeOwned>(message: &impl Envelope) -> Result<T, Status> {
+    let (format_version, payload) = message.parts();
     if format_version != FORMAT_VERSION {
         return Err(Status::invalid_argument(format!(
             "unsupported raft payload format version {format_version} (this node speaks \
@@ -253,27 +303,20 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeAddr, RaftError<NodeId>>> {
         let action = RPCTypes::AppendEntries;
         let entries = rpc.entries.len() as u64;
-        let payload = encode(&rpc)
-            .map_err(|status| self.rpc_error(action, Failure::Network(AnyError::new(&status))))?;
+        let payload = encode(&rpc).map_err(|status| self.network(action, &status))?;
         // Leave room for the protobuf framing around the payload.
         if payload.len() + 1024 > MAX_RAFT_MESSAGE_BYTES && entries > 1 {
             return Err(RPCError::PayloadTooLarge(
                 PayloadTooLarge::new_entries_hint(entries / 2),
             ));
         }
-        let ttl = option.hard_ttl();
-        let response = self
-            .call(ttl, |mut client| async move {
-                let mut request = tonic::Request::new(pb::AppendEntriesRequest {
-                    format_version: FORMAT_VERSION,
-                    payload,
-                });
-                request.set_timeout(ttl);
-                client.append_entries(request).await
-            })
-            .await
-            .map_err(|failure| self.rpc_error(action, failure))?;
-        self.answer(action, response.format_version, &response.payload)
+        self.exchange(
+            action,
+            option.hard_ttl(),
+            payload,
+            |mut client, request| async move { client.append_entries(request).await },
+        )
+        .await
     }
 
     async fn install_snapshot(
@@ -292,21 +335,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             data: rpc.data,
             done: rpc.done,
         };
-        let payload = encode(&chunk)
-            .map_err(|status| self.rpc_error(action, Failure::Network(AnyError::new(&status))))?;
-        let ttl = option.hard_ttl();
-        let response = self
-            .call(ttl, |mut client| async move {
-                let mut request = tonic::Request::new(pb::InstallSnapshotRequest {
-                    format_version: FORMAT_VERSION,
-                    payload,
-                });
-                request.set_timeout(ttl);
-                client.install_snapshot(request).await
-            })
-            .await
-            .map_err(|failure| self.rpc_error(action, failure))?;
-        self.answer(action, response.format_version, &response.payload)
+        let payload = encode(&chunk).map_err(|status| self.network(action, &status))?;
+        self.exchange(
+            action,
+            option.hard_ttl(),
+            payload,
+            |mut client, request| async move { client.install_snapshot(request).await },
+        )
+        .await
     }
 
     async fn vote(
@@ -315,21 +351,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeAddr, RaftError<NodeId>>> {
         let action = RPCTypes::Vote;
-        let payload = encode(&rpc)
-            .map_err(|status| self.rpc_error(action, Failure::Network(AnyError::new(&status))))?;
-        let ttl = option.hard_ttl();
-        let response = self
-            .call(ttl, |mut client| async move {
-                let mut request = tonic::Request::new(pb::VoteRequest {
-                    format_version: FORMAT_VERSION,
-                    payload,
-                });
-                request.set_timeout(ttl);
-                client.vote(request).await
-            })
-            .await
-            .map_err(|failure| self.rpc_error(action, failure))?;
-        self.answer(action, response.format_version, &response.payload)
+        let payload = encode(&rpc).map_err(|status| self.network(action, &status))?;
+        self.exchange(
+            action,
+            option.hard_ttl(),
+            payload,
+            |mut client, request| async move { client.vote(request).await },
+        )
+        .await
     }
 
     /// After an unreachable peer: wait 100 ms, then 200, 400, 800, then 1 s between attempts
@@ -367,23 +396,14 @@ impl InternalRaftHandlers {
         &self,
         request: pb::AppendEntriesRequest,
     ) -> Result<pb::AppendEntriesResponse, Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> =
-            decode(request.format_version, &request.payload)?;
-        let result = self.raft.append_entries(rpc).await;
-        Ok(pb::AppendEntriesResponse {
-            format_version: FORMAT_VERSION,
-            payload: encode(&result)?,
-        })
+        let rpc: AppendEntriesRequest<TypeConfig> = open(&request)?;
+        seal(&self.raft.append_entries(rpc).await)
     }
 
     /// `Internal.Vote`.
     pub async fn vote(&self, request: pb::VoteRequest) -> Result<pb::VoteResponse, Status> {
-        let rpc: VoteRequest<NodeId> = decode(request.format_version, &request.payload)?;
-        let result = self.raft.vote(rpc).await;
-        Ok(pb::VoteResponse {
-            format_version: FORMAT_VERSION,
-            payload: encode(&result)?,
-        })
+        let rpc: VoteRequest<NodeId> = open(&request)?;
+        seal(&self.raft.vote(rpc).await)
     }
 
     /// `Internal.InstallSnapshot` (one chunk per call).
@@ -391,7 +411,7 @@ impl InternalRaftHandlers {
         &self,
         request: pb::InstallSnapshotRequest,
     ) -> Result<pb::InstallSnapshotResponse, Status> {
-        let chunk: SnapshotChunk = decode(request.format_version, &request.payload)?;
+        let chunk: SnapshotChunk = open(&request)?;
         let rpc = InstallSnapshotRequest {
             vote: chunk.vote,
             meta: chunk.meta,
@@ -399,11 +419,7 @@ impl InternalRaftHandlers {
             data: chunk.data,
             done: chunk.done,
         };
-        let result = self.raft.install_snapshot(rpc).await;
-        Ok(pb::InstallSnapshotResponse {
-            format_version: FORMAT_VERSION,
-            payload: encode(&result)?,
-        })
+        seal(&self.raft.install_snapshot(rpc).await)
     }
 }
 
@@ -413,18 +429,22 @@ mod tests {
 
     #[test]
     fn an_unknown_format_version_or_garbage_is_refused() {
-        let status = decode::<VoteRequest<NodeId>>(2, b"{}").expect_err("version 2 refused");
+        let future = pb::VoteRequest {
+            format_version: 2,
+            payload: b"{}".to_vec(),
+        };
+        let status = open::<VoteRequest<NodeId>>(&future).expect_err("version 2 refused");
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        let status = decode::<VoteRequest<NodeId>>(FORMAT_VERSION, b"not json")
-            .expect_err("garbage refused");
+        let garbage = pb::VoteRequest::wrap(b"not json".to_vec());
+        let status = open::<VoteRequest<NodeId>>(&garbage).expect_err("garbage refused");
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
     }
 
     #[test]
     fn a_vote_round_trips_through_the_wire_encoding() {
         let rpc = VoteRequest::<NodeId>::new(Vote::new(3, 7), None);
-        let back: VoteRequest<NodeId> =
-            decode(FORMAT_VERSION, &encode(&rpc).expect("encodes")).expect("decodes");
+        let sealed: pb::VoteRequest = seal(&rpc).expect("encodes");
+        let back: VoteRequest<NodeId> = open(&sealed).expect("decodes");
         assert_eq!(back, rpc);
     }
 
