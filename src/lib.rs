@@ -7,6 +7,8 @@
 //! - [`error`]: the closed error-code set and the `Error { code, message, details }` envelope.
 //! - [`manifest`]: jaco.yaml + compose → validated, resolved deployment (SPEC §2).
 //! - [`proto`]: generated `jaco.v1` protobuf messages and gRPC services.
+//! - [`raft`]: openraft 0.9 wiring — durable redb log, snapshotting state machine adapter, gRPC
+//!   transport between nodes (SPEC §4).
 //! - [`yaml`]: YAML documents whose every node knows its line and column.
 
 pub mod api;
@@ -15,4 +17,5 @@ pub mod daemon;
 pub mod error;
 pub mod manifest;
 pub mod proto;
+pub mod raft;
 pub mod yaml;

@@ -1,0 +1,461 @@
+//! Raft clusters in one process: every node has its own data directory and its own tonic server
+//! on 127.0.0.1 (a random port), and nodes talk through the real `Internal` gRPC service.
+//!
+//! Every wait is on raft metrics with a deadline (`Raft::wait`), never a fixed sleep. Temporary
+//! directories are removed and servers stopped when a test ends, failed or not.
+
+mod raft_fixture;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use jaco::proto::v1 as pb;
+use jaco::raft::{
+    GrpcNetwork, InternalRaftHandlers, MAX_RAFT_MESSAGE_BYTES, NodeAddr, NodeId, Raft, RaftMetrics,
+    RaftNode, Request, SharedCore, members_by_id, node_id_from_name, raft_config,
+};
+use openraft::ServerState;
+use pb::internal_server::{Internal, InternalServer};
+use raft_fixture::{CountingCore, commands, shared_core};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::codegen::BoxStream;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+
+/// How long any single condition may take on a loaded CI machine.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// The `Internal` service with only the raft RPCs wired (what the daemon's service does for
+/// these three); everything else is unimplemented.
+struct RaftOnly {
+    handlers: InternalRaftHandlers,
+}
+
+fn unimplemented<T>() -> Result<GrpcResponse<T>, Status> {
+    Err(Status::unimplemented("not part of the raft test service"))
+}
+
+#[tonic::async_trait]
+impl Internal for RaftOnly {
+    async fn append_entries(
+        &self,
+        request: GrpcRequest<pb::AppendEntriesRequest>,
+    ) -> Result<GrpcResponse<pb::AppendEntriesResponse>, Status> {
+        self.handlers
+            .append_entries(request.into_inner())
+            .await
+            .map(GrpcResponse::new)
+    }
+
+    async fn vote(
+        &self,
+        request: GrpcRequest<pb::VoteRequest>,
+    ) -> Result<GrpcResponse<pb::VoteResponse>, Status> {
+        self.handlers
+            .vote(request.into_inner())
+            .await
+            .map(GrpcResponse::new)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: GrpcRequest<pb::InstallSnapshotRequest>,
+    ) -> Result<GrpcResponse<pb::InstallSnapshotResponse>, Status> {
+        self.handlers
+            .install_snapshot(request.into_inner())
+            .await
+            .map(GrpcResponse::new)
+    }
+
+    async fn submit(
+        &self,
+        _: GrpcRequest<pb::SubmitRequest>,
+    ) -> Result<GrpcResponse<pb::SubmitResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn read_index(
+        &self,
+        _: GrpcRequest<pb::ReadIndexRequest>,
+    ) -> Result<GrpcResponse<pb::ReadIndexResponse>, Status> {
+        unimplemented()
+    }
+
+    type LogsStream = BoxStream<pb::PeerLogsResponse>;
+
+    async fn logs(
+        &self,
+        _: GrpcRequest<pb::PeerLogsRequest>,
+    ) -> Result<GrpcResponse<Self::LogsStream>, Status> {
+        unimplemented()
+    }
+
+    type ExecStream = BoxStream<pb::PeerExecResponse>;
+
+    async fn exec(
+        &self,
+        _: GrpcRequest<tonic::Streaming<pb::PeerExecRequest>>,
+    ) -> Result<GrpcResponse<Self::ExecStream>, Status> {
+        unimplemented()
+    }
+
+    async fn ensure_subnet(
+        &self,
+        _: GrpcRequest<pb::EnsureSubnetRequest>,
+    ) -> Result<GrpcResponse<pb::EnsureSubnetResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn sign_node_csr(
+        &self,
+        _: GrpcRequest<pb::SignNodeCsrRequest>,
+    ) -> Result<GrpcResponse<pb::SignNodeCsrResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn add_learner(
+        &self,
+        _: GrpcRequest<pb::AddLearnerRequest>,
+    ) -> Result<GrpcResponse<pb::AddLearnerResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn heartbeat(
+        &self,
+        _: GrpcRequest<pb::HeartbeatRequest>,
+    ) -> Result<GrpcResponse<pb::HeartbeatResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn start_election(
+        &self,
+        _: GrpcRequest<pb::StartElectionRequest>,
+    ) -> Result<GrpcResponse<pb::StartElectionResponse>, Status> {
+        unimplemented()
+    }
+
+    type FetchBundleStream = BoxStream<pb::FetchBundleResponse>;
+
+    async fn fetch_bundle(
+        &self,
+        _: GrpcRequest<pb::FetchBundleRequest>,
+    ) -> Result<GrpcResponse<Self::FetchBundleStream>, Status> {
+        unimplemented()
+    }
+}
+
+/// One running node: raft, its core, and its gRPC server.
+struct TestNode {
+    name: String,
+    id: NodeId,
+    addr: SocketAddr,
+    dir: PathBuf,
+    core: SharedCore<CountingCore>,
+    node: RaftNode,
+    stop_server: oneshot::Sender<()>,
+    server: JoinHandle<()>,
+}
+
+impl TestNode {
+    /// Starts node `name` on `dir`, serving on `bind` (port 0 for a fresh one).
+    async fn start(name: &str, dir: &Path, bind: SocketAddr, config: openraft::Config) -> Self {
+        let incoming = TcpIncoming::bind(bind).expect("binds");
+        let addr = incoming.local_addr().expect("has an address");
+        let id = node_id_from_name(name);
+        let core = shared_core();
+        let node = RaftNode::start(id, dir, config, core.clone(), GrpcNetwork::plaintext(id))
+            .await
+            .expect("raft starts");
+        let service = InternalServer::new(RaftOnly {
+            handlers: InternalRaftHandlers::new(node.raft().clone()),
+        })
+        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("server runs");
+        });
+        Self {
+            name: name.to_owned(),
+            id,
+            addr,
+            dir: dir.to_owned(),
+            core,
+            node,
+            stop_server,
+            server,
+        }
+    }
+
+    fn raft(&self) -> &Raft {
+        self.node.raft()
+    }
+
+    fn addr(&self) -> NodeAddr {
+        NodeAddr {
+            name: self.name.clone(),
+            addr: self.addr.to_string(),
+        }
+    }
+
+    /// Stops raft, then the server (graceful: peers' connections get GOAWAY). Returns what a
+    /// restart needs.
+    async fn stop(self) -> (String, PathBuf, SocketAddr) {
+        self.node.shutdown().await;
+        let _ = self.stop_server.send(());
+        let mut server = self.server;
+        if tokio::time::timeout(DEADLINE, &mut server).await.is_err() {
+            server.abort();
+        }
+        (self.name, self.dir, self.addr)
+    }
+
+    async fn wait(
+        &self,
+        what: &str,
+        condition: impl Fn(&RaftMetrics) -> bool + Send,
+    ) -> RaftMetrics {
+        self.raft()
+            .wait(Some(DEADLINE))
+            .metrics(condition, format!("{}: {what}", self.name))
+            .await
+            .unwrap_or_else(|error| panic!("{}: {what}: {error}", self.name))
+    }
+
+    fn last_log_index(&self) -> u64 {
+        self.raft().metrics().borrow().last_log_index.unwrap_or(0)
+    }
+}
+
+fn applied(metrics: &RaftMetrics) -> u64 {
+    metrics.last_applied.map_or(0, |log_id| log_id.index)
+}
+
+/// Initializes `first` as a one-voter cluster, adds `others` as learners, then makes everyone
+/// a voter: the path the daemon's init, join and membership reconciler take.
+async fn form_cluster(first: &TestNode, others: &[&TestNode]) {
+    first
+        .raft()
+        .initialize(members_by_id([first.addr()]))
+        .await
+        .expect("initializes");
+    // initialize() returns once the membership is flushed, not committed: wait for the leader
+    // to have applied its own membership before changing it (openraft PR #1885).
+    first
+        .wait("leads its one-node cluster", |m| {
+            m.state == ServerState::Leader
+                && m.membership_config.log_id().map(|l| l.index) <= m.last_applied.map(|l| l.index)
+        })
+        .await;
+    for other in others {
+        first
+            .raft()
+            .add_learner(other.id, other.addr(), true)
+            .await
+            .expect("adds a learner");
+    }
+    let voters: BTreeSet<NodeId> = std::iter::once(first.id)
+        .chain(others.iter().map(|n| n.id))
+        .collect();
+    first
+        .raft()
+        .change_membership(voters.clone(), false)
+        .await
+        .expect("changes membership");
+    for node in std::iter::once(first).chain(others.iter().copied()) {
+        node.wait("sees every voter", |m| {
+            m.membership_config
+                .membership()
+                .voter_ids()
+                .collect::<BTreeSet<_>>()
+                == voters
+        })
+        .await;
+    }
+}
+
+fn command(i: usize) -> Request {
+    Request(format!("command {i}").into_bytes())
+}
+
+/// Writes `range` on `leader`, checking each result is the fixture's answer for its entry.
+async fn write_all(leader: &TestNode, range: std::ops::Range<usize>) {
+    for i in range {
+        let response = leader
+            .raft()
+            .client_write(command(i))
+            .await
+            .unwrap_or_else(|error| panic!("write {i}: {error}"));
+        assert_eq!(response.data.0, response.log_id.index.to_be_bytes());
+    }
+}
+
+/// Waits until every node has applied `leader`'s whole log, then checks all cores are equal.
+async fn converge(leader: &TestNode, nodes: &[&TestNode]) -> Vec<Vec<u8>> {
+    let last = leader.last_log_index();
+    for node in nodes {
+        node.wait("applies the leader's log", |m| applied(m) >= last)
+            .await;
+    }
+    let expected = commands(&leader.core);
+    for node in nodes {
+        assert_eq!(commands(&node.core), expected, "{} diverged", node.name);
+    }
+    expected
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_fail_over_and_catch_up_after_a_restart() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = raft_config(5_000).expect("config");
+    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let mut nodes = Vec::new();
+    for name in ["node-a", "node-b", "node-c"] {
+        let dir = root.path().join(name);
+        nodes.push(TestNode::start(name, &dir, any_port, config.clone()).await);
+    }
+    form_cluster(&nodes[0], &[&nodes[1], &nodes[2]]).await;
+
+    write_all(&nodes[0], 0..100).await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    let written = converge(&nodes[0], &all).await;
+    let expected: Vec<Vec<u8>> = (0..100).map(|i| command(i).0).collect();
+    assert_eq!(written, expected);
+
+    // Kill the leader; a survivor must take over and accept writes.
+    let old_leader = nodes.remove(0);
+    let old_id = old_leader.id;
+    let killed_at = Instant::now();
+    let (name, dir, addr) = old_leader.stop().await;
+    let survivors: BTreeSet<NodeId> = nodes.iter().map(|n| n.id).collect();
+    let new_leader_id = nodes[0]
+        .wait("sees a new leader", |m| {
+            m.current_leader
+                .is_some_and(|id| id != old_id && survivors.contains(&id))
+        })
+        .await
+        .current_leader
+        .expect("a leader");
+    let elected_after = killed_at.elapsed();
+    let new_leader = nodes
+        .iter()
+        .find(|n| n.id == new_leader_id)
+        .expect("the leader is a survivor");
+    new_leader
+        .wait("leads", |m| m.state == ServerState::Leader)
+        .await;
+    write_all(new_leader, 100..101).await;
+    let writes_after = killed_at.elapsed();
+    eprintln!(
+        "leader failover: new leader after {elected_after:?}, first write accepted after {writes_after:?}"
+    );
+    assert!(
+        writes_after < Duration::from_secs(5),
+        "writes resumed only after {writes_after:?}"
+    );
+    write_all(new_leader, 101..120).await;
+
+    // Restart the old leader from its data directory on its old address: it rejoins as a
+    // follower and catches up.
+    let restarted = TestNode::start(&name, &dir, addr, config.clone()).await;
+    assert!(
+        commands(&restarted.core).len() >= 100,
+        "the restarted node re-applied its committed log before hearing from anyone"
+    );
+    nodes.push(restarted);
+    let new_leader = nodes
+        .iter()
+        .find(|n| n.id == new_leader_id)
+        .expect("leader");
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    let written = converge(new_leader, &all).await;
+    assert_eq!(written.len(), 120);
+
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_behind_the_compacted_log_gets_a_chunked_snapshot() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut config = raft_config(20).expect("config");
+    config.max_in_snapshot_log_to_keep = 0;
+    config.purge_batch_size = 1;
+    // Force a multi-chunk InstallSnapshot transfer.
+    config.snapshot_max_chunk_size = 256;
+    let config = config.validate().expect("config");
+    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("address");
+
+    let leader = TestNode::start("node-a", &root.path().join("a"), any_port, config.clone()).await;
+    form_cluster(&leader, &[]).await;
+    write_all(&leader, 0..60).await;
+    let metrics = leader
+        .wait("snapshots and purges its log", |m| {
+            m.snapshot.is_some_and(|s| s.index >= 40) && m.purged.is_some_and(|p| p.index >= 40)
+        })
+        .await;
+    let purged = metrics.purged.expect("purged").index;
+
+    // The newcomer needs entries the leader no longer has: only a snapshot can bring it up.
+    let newcomer =
+        TestNode::start("node-b", &root.path().join("b"), any_port, config.clone()).await;
+    leader
+        .raft()
+        .add_learner(newcomer.id, newcomer.addr(), true)
+        .await
+        .expect("adds a learner");
+    newcomer
+        .wait("installs a snapshot", |m| {
+            m.snapshot.is_some_and(|s| s.index >= purged)
+        })
+        .await;
+    converge(&leader, &[&newcomer]).await;
+    assert!(newcomer.dir.join("raft/snapshot.bin").exists());
+
+    // Restarted, the newcomer comes back from its own snapshot file and log.
+    let (name, dir, addr) = newcomer.stop().await;
+    let newcomer = TestNode::start(&name, &dir, addr, config.clone()).await;
+    assert!(
+        commands(&newcomer.core).len() as u64 >= purged - 2,
+        "the snapshot was restored on start"
+    );
+    write_all(&leader, 60..70).await;
+    let written = converge(&leader, &[&newcomer]).await;
+    assert_eq!(written.len(), 70);
+
+    newcomer.stop().await;
+    leader.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_failure_stops_raft_and_fires_the_fatal_signal() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = raft_config(5_000).expect("config");
+    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let node = TestNode::start("node-a", &root.path().join("a"), any_port, config).await;
+    form_cluster(&node, &[]).await;
+    write_all(&node, 0..3).await;
+
+    // The snapshot's temporary file cannot be created: building a snapshot fails.
+    std::fs::create_dir(node.dir.join("raft/snapshot.bin.tmp")).expect("mkdir");
+    node.raft().trigger().snapshot().await.expect("triggers");
+    let error = tokio::time::timeout(DEADLINE, node.node.fatal().wait())
+        .await
+        .expect("the fatal signal fires");
+    assert!(error.contains("snapshot"), "{error}");
+    node.wait("stops", |m| m.running_state.is_err()).await;
+    assert!(node.raft().client_write(command(3)).await.is_err());
+
+    node.stop().await;
+}
