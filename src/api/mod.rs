@@ -6,3 +6,4 @@
 //! a command.
 
 pub mod listen;
+pub mod submit;
