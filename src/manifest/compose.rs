@@ -994,14 +994,8 @@ fn read_healthcheck(node: &Node, reader: &mut Reader) -> Option<Healthcheck> {
         return None;
     }
     let test = match node.get("test") {
-        None => {
-            reader.invalid(
-                node,
-                "healthcheck.test",
-                "is required unless `disable: true`",
-            );
-            return None;
-        }
+        // No test: keep the image's HEALTHCHECK command, with the timings given here.
+        None => Vec::new(),
         Some(n) => match &n.value {
             Value::Scalar { text, .. } if !n.is_null() => {
                 vec!["CMD-SHELL".to_owned(), text.clone()]
@@ -1011,6 +1005,7 @@ fn read_healthcheck(node: &Node, reader: &mut Reader) -> Option<Healthcheck> {
     };
     match test.first().map(String::as_str) {
         Some("NONE") => return None,
+        None if node.get("test").is_none() => {}
         Some("CMD") | Some("CMD-SHELL") if test.len() > 1 => {}
         _ => {
             reader.invalid(

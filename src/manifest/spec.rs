@@ -440,7 +440,7 @@ pub struct NetworkAttachment {
 /// A container healthcheck.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Healthcheck {
-    /// `["CMD", …]` or `["CMD-SHELL", "…"]`.
+    /// `["CMD", …]` or `["CMD-SHELL", "…"]`; empty keeps the image's own HEALTHCHECK command.
     pub test: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[allow(missing_docs)]

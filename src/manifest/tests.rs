@@ -788,6 +788,12 @@ fn healthcheck_forms() {
     assert_eq!(shell.retries, Some(3));
     assert!(check("      test: [CMD, pg_isready]\n      disable: true\n").is_none());
     assert!(check("      test: [NONE]\n").is_none());
+    let inherited = check("      disable: false\n      interval: 30s\n").unwrap();
+    assert!(
+        inherited.test.is_empty(),
+        "no test keeps the image's own check"
+    );
+    assert_eq!(inherited.interval.as_deref(), Some("30s"));
     let error = single(
         JACO,
         &service("    healthcheck:\n      test: [pg_isready]\n"),
