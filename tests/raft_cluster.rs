@@ -11,142 +11,27 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use jaco::api::internal::{GrpcPeers, InternalService};
+use jaco::api::submit::Submitter;
+use jaco::error::Code;
 use jaco::proto::v1 as pb;
 use jaco::raft::{
-    GrpcNetwork, InternalRaftHandlers, MAX_RAFT_MESSAGE_BYTES, NodeAddr, NodeId, Raft, RaftMetrics,
-    RaftNode, Request, SharedCore, members_by_id, node_id_from_name, raft_config,
+    GrpcNetwork, MAX_RAFT_MESSAGE_BYTES, NodeAddr, NodeId, Raft, RaftMetrics, RaftNode, Request,
+    SharedCore, members_by_id, node_id_from_name, plaintext_endpoint, raft_config,
 };
 use openraft::ServerState;
-use pb::internal_server::{Internal, InternalServer};
+use pb::internal_server::InternalServer;
+use prost::Message as _;
 use raft_fixture::{CountingCore, commands, shared_core};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::codegen::BoxStream;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 /// How long any single condition may take on a loaded CI machine.
 const DEADLINE: Duration = Duration::from_secs(15);
-
-/// The `Internal` service with only the raft RPCs wired (what the daemon's service does for
-/// these three); everything else is unimplemented.
-struct RaftOnly {
-    handlers: InternalRaftHandlers,
-}
-
-fn unimplemented<T>() -> Result<GrpcResponse<T>, Status> {
-    Err(Status::unimplemented("not part of the raft test service"))
-}
-
-#[tonic::async_trait]
-impl Internal for RaftOnly {
-    async fn append_entries(
-        &self,
-        request: GrpcRequest<pb::AppendEntriesRequest>,
-    ) -> Result<GrpcResponse<pb::AppendEntriesResponse>, Status> {
-        self.handlers
-            .append_entries(request.into_inner())
-            .await
-            .map(GrpcResponse::new)
-    }
-
-    async fn vote(
-        &self,
-        request: GrpcRequest<pb::VoteRequest>,
-    ) -> Result<GrpcResponse<pb::VoteResponse>, Status> {
-        self.handlers
-            .vote(request.into_inner())
-            .await
-            .map(GrpcResponse::new)
-    }
-
-    async fn install_snapshot(
-        &self,
-        request: GrpcRequest<pb::InstallSnapshotRequest>,
-    ) -> Result<GrpcResponse<pb::InstallSnapshotResponse>, Status> {
-        self.handlers
-            .install_snapshot(request.into_inner())
-            .await
-            .map(GrpcResponse::new)
-    }
-
-    async fn submit(
-        &self,
-        _: GrpcRequest<pb::SubmitRequest>,
-    ) -> Result<GrpcResponse<pb::SubmitResponse>, Status> {
-        unimplemented()
-    }
-
-    async fn read_index(
-        &self,
-        _: GrpcRequest<pb::ReadIndexRequest>,
-    ) -> Result<GrpcResponse<pb::ReadIndexResponse>, Status> {
-        unimplemented()
-    }
-
-    type LogsStream = BoxStream<pb::PeerLogsResponse>;
-
-    async fn logs(
-        &self,
-        _: GrpcRequest<pb::PeerLogsRequest>,
-    ) -> Result<GrpcResponse<Self::LogsStream>, Status> {
-        unimplemented()
-    }
-
-    type ExecStream = BoxStream<pb::PeerExecResponse>;
-
-    async fn exec(
-        &self,
-        _: GrpcRequest<tonic::Streaming<pb::PeerExecRequest>>,
-    ) -> Result<GrpcResponse<Self::ExecStream>, Status> {
-        unimplemented()
-    }
-
-    async fn ensure_subnet(
-        &self,
-        _: GrpcRequest<pb::EnsureSubnetRequest>,
-    ) -> Result<GrpcResponse<pb::EnsureSubnetResponse>, Status> {
-        unimplemented()
-    }
-
-    async fn sign_node_csr(
-        &self,
-        _: GrpcRequest<pb::SignNodeCsrRequest>,
-    ) -> Result<GrpcResponse<pb::SignNodeCsrResponse>, Status> {
-        unimplemented()
-    }
-
-    async fn add_learner(
-        &self,
-        _: GrpcRequest<pb::AddLearnerRequest>,
-    ) -> Result<GrpcResponse<pb::AddLearnerResponse>, Status> {
-        unimplemented()
-    }
-
-    async fn heartbeat(
-        &self,
-        _: GrpcRequest<pb::HeartbeatRequest>,
-    ) -> Result<GrpcResponse<pb::HeartbeatResponse>, Status> {
-        unimplemented()
-    }
-
-    async fn start_election(
-        &self,
-        _: GrpcRequest<pb::StartElectionRequest>,
-    ) -> Result<GrpcResponse<pb::StartElectionResponse>, Status> {
-        unimplemented()
-    }
-
-    type FetchBundleStream = BoxStream<pb::FetchBundleResponse>;
-
-    async fn fetch_bundle(
-        &self,
-        _: GrpcRequest<pb::FetchBundleRequest>,
-    ) -> Result<GrpcResponse<Self::FetchBundleStream>, Status> {
-        unimplemented()
-    }
-}
 
 /// One running node: raft, its core, and its gRPC server.
 struct TestNode {
@@ -156,6 +41,7 @@ struct TestNode {
     dir: PathBuf,
     core: SharedCore<CountingCore>,
     node: RaftNode,
+    submitter: Arc<Submitter<GrpcPeers>>,
     stop_server: oneshot::Sender<()>,
     server: JoinHandle<()>,
 }
@@ -170,9 +56,17 @@ impl TestNode {
         let node = RaftNode::start(id, dir, config, core.clone(), GrpcNetwork::plaintext(id))
             .await
             .expect("raft starts");
-        let service = InternalServer::new(RaftOnly {
-            handlers: InternalRaftHandlers::new(node.raft().clone()),
-        })
+        let peers = GrpcPeers::new(name.to_owned(), DEADLINE, plaintext_endpoint);
+        let submitter = Arc::new(Submitter::new(
+            node.raft().clone(),
+            peers,
+            Duration::from_secs(3),
+        ));
+        let service = InternalServer::new(InternalService::new(
+            node.raft().clone(),
+            submitter.clone(),
+            name.to_owned(),
+        ))
         .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
         let (stop_server, stopped) = oneshot::channel::<()>();
@@ -192,6 +86,7 @@ impl TestNode {
             dir: dir.to_owned(),
             core,
             node,
+            submitter,
             stop_server,
             server,
         }
@@ -296,7 +191,8 @@ async fn write_all(leader: &TestNode, range: std::ops::Range<usize>) {
             .client_write(command(i))
             .await
             .unwrap_or_else(|error| panic!("write {i}: {error}"));
-        assert_eq!(response.data.0, response.log_id.index.to_be_bytes());
+        let result = pb::CommandResult::decode(response.data.0.as_slice()).expect("a result");
+        assert_eq!(result.index, response.log_id.index);
     }
 }
 
@@ -458,4 +354,54 @@ async fn a_storage_failure_stops_raft_and_fires_the_fatal_signal() {
     assert!(node.raft().client_write(command(3)).await.is_err());
 
     node.stop().await;
+}
+
+/// A command as the API builds it.
+fn api_command(i: usize) -> pb::Command {
+    pb::Command {
+        identity: "local".into(),
+        request_id: format!("write-{i}"),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_forwards_writes_and_a_cut_off_node_answers_quorum_lost() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = raft_config(5_000).expect("config");
+    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let mut nodes = Vec::new();
+    for name in ["node-a", "node-b", "node-c"] {
+        let dir = root.path().join(name);
+        nodes.push(TestNode::start(name, &dir, any_port, config.clone()).await);
+    }
+    form_cluster(&nodes[0], &[&nodes[1], &nodes[2]]).await;
+
+    // A write submitted on a follower is forwarded to the leader and applied everywhere.
+    let result = nodes[1]
+        .submitter
+        .submit(api_command(1))
+        .await
+        .expect("forwarded write commits");
+    assert!(result.index > 0);
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    converge(&nodes[0], &all).await;
+    let forwarded = pb::Command::decode(commands(&nodes[2].core).last().unwrap().as_slice())
+        .expect("the applied entry is the forwarded command");
+    assert_eq!(forwarded.request_id, "write-1");
+
+    // Stop two of three nodes: the survivor cannot reach a majority and must say so instead
+    // of hanging.
+    let survivor = nodes.remove(2);
+    for node in nodes {
+        node.stop().await;
+    }
+    let started = Instant::now();
+    let error = tokio::time::timeout(DEADLINE, survivor.submitter.submit(api_command(2)))
+        .await
+        .expect("the write is answered, not left hanging")
+        .expect_err("no majority, no commit");
+    eprintln!("quorum_lost answered after {:?}", started.elapsed());
+    assert_eq!(error.code, Code::QuorumLost, "{error:?}");
+    survivor.stop().await;
 }

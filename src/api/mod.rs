@@ -5,5 +5,6 @@
 //! in the state machine and the subsystems. Nothing here may mutate state except by submitting
 //! a command.
 
+pub mod internal;
 pub mod listen;
 pub mod submit;

@@ -141,6 +141,25 @@ impl<P: Peers> Submitter<P> {
         }
     }
 
+    /// Proposes `command` only if this node leads (a forwarded write must not be forwarded
+    /// again); otherwise answers `no_leader` so that the origin reassesses.
+    pub async fn propose_here(&self, command: Command) -> Result<CommandResult, Error> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.state == ServerState::Leader && quorum_ack_too_old(&metrics) {
+            return Err(quorum_lost(&metrics));
+        }
+        let deadline = Instant::now() + self.leader_wait;
+        match self.propose(&command, deadline).await {
+            Ok(result) => Ok(result),
+            Err(Proposal::Failed(error)) => Err(error),
+            Err(Proposal::Forward | Proposal::TimedOut) => Err(Error::new(
+                Code::NoLeader,
+                "this node is not the leader (any more); retry against the current leader",
+            )
+            .with("reason", "not_leader")),
+        }
+    }
+
     async fn propose(
         &self,
         command: &Command,

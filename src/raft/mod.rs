@@ -48,7 +48,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use log_store::LogStore;
-pub use network::{GrpcNetwork, InternalRaftHandlers, MAX_RAFT_MESSAGE_BYTES};
+pub use network::{
+    GrpcNetwork, InternalRaftHandlers, MAX_RAFT_MESSAGE_BYTES, plaintext_endpoint, tune_endpoint,
+};
 pub use state_store::StateStore;
 pub use types::{
     NodeAddr, NodeId, Raft, RaftMetrics, Request, Response, StorageError, TypeConfig, id_collision,

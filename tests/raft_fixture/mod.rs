@@ -11,8 +11,9 @@ use std::sync::{Arc, RwLock};
 use jaco::raft::{SharedCore, StateMachineCore};
 use serde::{Deserialize, Serialize};
 
-/// Appends each applied command, with its index, to a list. The result of a command is its raft
-/// index as 8 big-endian bytes, so a test can check which entry answered.
+/// Appends each applied command, with its index, to a list. The result of a command is an
+/// encoded `CommandResult` acknowledging it at its raft index, as the real state machine
+/// answers, so a test can check which entry answered.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CountingCore {
     /// (raft index, command bytes) in apply order.
@@ -22,7 +23,13 @@ pub struct CountingCore {
 impl StateMachineCore for CountingCore {
     fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8> {
         self.applied.push((index, command.to_vec()));
-        index.to_be_bytes().to_vec()
+        let result = jaco::proto::v1::CommandResult {
+            index,
+            outcome: Some(jaco::proto::v1::command_result::Outcome::Ack(
+                jaco::proto::v1::CommandAck {},
+            )),
+        };
+        prost::Message::encode_to_vec(&result)
     }
 
     fn snapshot(&self) -> Vec<u8> {

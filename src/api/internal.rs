@@ -1,0 +1,313 @@
+//! The node-to-node `Internal` gRPC service and its client side ([`GrpcPeers`]).
+//!
+//! Served on the mTLS port to peers only: raft's three RPCs, `Submit` (a follower forwarding a
+//! write to the leader), `ReadIndex` (a linearizable read point) and `Heartbeat` (liveness and
+//! reachability probes). RPCs that belong to later subsystems (logs, exec, subnets, join
+//! signing, bundles) answer `unimplemented` with the reason; they never pretend. This module
+//! routes and converts; decisions are made by raft and the state machine.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::submit::{BoxFuture, Peers, Submitter};
+use crate::error::{Code, Error};
+use crate::proto::v1 as pb;
+use crate::proto::v1::internal_client::InternalClient;
+use crate::proto::v1::internal_server::Internal;
+use crate::raft::network::EndpointFn;
+use crate::raft::{InternalRaftHandlers, MAX_RAFT_MESSAGE_BYTES, NodeAddr, Raft};
+
+/// The `Internal` service of one node.
+pub struct InternalService<P: Peers> {
+    raft: Raft,
+    handlers: InternalRaftHandlers,
+    submitter: Arc<Submitter<P>>,
+    node_name: String,
+}
+
+impl<P: Peers> InternalService<P> {
+    /// The service for the node `node_name` whose raft handle is `raft`.
+    pub fn new(raft: Raft, submitter: Arc<Submitter<P>>, node_name: String) -> Self {
+        InternalService {
+            handlers: InternalRaftHandlers::new(raft.clone()),
+            raft,
+            submitter,
+            node_name,
+        }
+    }
+
+    fn leader_name(&self) -> String {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics
+            .current_leader
+            .and_then(|id| {
+                metrics
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .cloned()
+            })
+            .map(|node| node.name)
+            .unwrap_or_default()
+    }
+}
+
+fn later(rpc: &str, issue: &str) -> Status {
+    Status::unimplemented(format!(
+        "Internal.{rpc} is not available in this build; it arrives with {issue}"
+    ))
+}
+
+type PeerStream<T> =
+    std::pin::Pin<Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<P: Peers> Internal for InternalService<P> {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let command = request
+            .into_inner()
+            .command
+            .ok_or_else(|| Status::from(Error::new(Code::Internal, "Submit without a command")))?;
+        let result = self
+            .submitter
+            .propose_here(command)
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(pb::SubmitResponse {
+            result: Some(result),
+        }))
+    }
+
+    async fn read_index(
+        &self,
+        _request: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        let read = self.raft.ensure_linearizable().await.map_err(|e| {
+            Status::from(
+                Error::new(Code::NoLeader, format!("no linearizable read point: {e}"))
+                    .with("reason", "not_leader"),
+            )
+        })?;
+        let metrics = self.raft.metrics().borrow().clone();
+        Ok(Response::new(pb::ReadIndexResponse {
+            read_index: read.map_or(0, |log_id| log_id.index),
+            leader: self.node_name.clone(),
+            term: metrics.current_term,
+        }))
+    }
+
+    async fn append_entries(
+        &self,
+        request: Request<pb::AppendEntriesRequest>,
+    ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+        self.handlers
+            .append_entries(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn vote(
+        &self,
+        request: Request<pb::VoteRequest>,
+    ) -> Result<Response<pb::VoteResponse>, Status> {
+        self.handlers
+            .vote(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<pb::InstallSnapshotRequest>,
+    ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
+        self.handlers
+            .install_snapshot(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type LogsStream = PeerStream<pb::PeerLogsResponse>;
+
+    async fn logs(
+        &self,
+        _request: Request<pb::PeerLogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        Err(later("Logs", "the runtime (issue 4)"))
+    }
+
+    type ExecStream = PeerStream<pb::PeerExecResponse>;
+
+    async fn exec(
+        &self,
+        _request: Request<Streaming<pb::PeerExecRequest>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        Err(later("Exec", "the runtime (issue 4)"))
+    }
+
+    async fn ensure_subnet(
+        &self,
+        _request: Request<pb::EnsureSubnetRequest>,
+    ) -> Result<Response<pb::EnsureSubnetResponse>, Status> {
+        Err(later("EnsureSubnet", "networking (issue 6)"))
+    }
+
+    async fn sign_node_csr(
+        &self,
+        _request: Request<pb::SignNodeCsrRequest>,
+    ) -> Result<Response<pb::SignNodeCsrResponse>, Status> {
+        Err(later("SignNodeCsr", "cluster join"))
+    }
+
+    async fn add_learner(
+        &self,
+        _request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::AddLearnerResponse>, Status> {
+        Err(later("AddLearner", "cluster join"))
+    }
+
+    async fn heartbeat(
+        &self,
+        _request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Ok(Response::new(pb::HeartbeatResponse {
+            leader: self.leader_name(),
+            term: metrics.current_term,
+            received_at_unix_ms: now,
+        }))
+    }
+
+    async fn start_election(
+        &self,
+        _request: Request<pb::StartElectionRequest>,
+    ) -> Result<Response<pb::StartElectionResponse>, Status> {
+        Err(later("StartElection", "fleet upgrades (issue 7)"))
+    }
+
+    type FetchBundleStream = PeerStream<pb::FetchBundleResponse>;
+
+    async fn fetch_bundle(
+        &self,
+        _request: Request<pb::FetchBundleRequest>,
+    ) -> Result<Response<Self::FetchBundleStream>, Status> {
+        Err(later("FetchBundle", "fleet upgrades (issue 7)"))
+    }
+}
+
+/// [`Peers`] over the `Internal` gRPC service, one lazily connected channel per peer.
+pub struct GrpcPeers {
+    endpoint: Box<EndpointFn>,
+    channels: Mutex<HashMap<String, Channel>>,
+    /// How long a forwarded write may take.
+    forward_timeout: Duration,
+    /// Name of this node, sent in probes.
+    node_name: String,
+}
+
+impl GrpcPeers {
+    /// Peers reached through `endpoint`.
+    pub fn new(
+        node_name: String,
+        forward_timeout: Duration,
+        endpoint: impl Fn(&NodeAddr) -> Result<Endpoint, tonic::transport::Error>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        GrpcPeers {
+            endpoint: Box::new(endpoint),
+            channels: Mutex::new(HashMap::new()),
+            forward_timeout,
+            node_name,
+        }
+    }
+
+    fn client(&self, peer: &NodeAddr) -> Result<InternalClient<Channel>, Error> {
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let channel = match channels.get(&peer.addr) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = (self.endpoint)(peer)
+                    .map_err(|e| {
+                        Error::new(
+                            Code::Internal,
+                            format!("bad address for {}: {e}", peer.name),
+                        )
+                    })?
+                    .connect_lazy();
+                channels.insert(peer.addr.clone(), channel.clone());
+                channel
+            }
+        };
+        Ok(InternalClient::new(channel)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES))
+    }
+}
+
+impl Peers for GrpcPeers {
+    fn forward<'a>(
+        &'a self,
+        leader: &'a NodeAddr,
+        command: pb::Command,
+    ) -> BoxFuture<'a, Result<pb::CommandResult, Error>> {
+        Box::pin(async move {
+            let mut client = self.client(leader)?;
+            let mut request = Request::new(pb::SubmitRequest {
+                command: Some(command),
+            });
+            request.set_timeout(self.forward_timeout);
+            match client.submit(request).await {
+                Ok(response) => response.into_inner().result.ok_or_else(|| {
+                    Error::new(
+                        Code::Internal,
+                        "the leader answered Submit without a result",
+                    )
+                }),
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable && status.details().is_empty() =>
+                {
+                    Err(Error::new(
+                        Code::NoLeader,
+                        format!(
+                            "leader {} is unreachable: {}",
+                            leader.name,
+                            status.message()
+                        ),
+                    )
+                    .with("reason", "unreachable"))
+                }
+                Err(status) => Err(Error::from_status(&status)),
+            }
+        })
+    }
+
+    fn reachable<'a>(&'a self, peer: &'a NodeAddr, timeout: Duration) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let Ok(mut client) = self.client(peer) else {
+                return false;
+            };
+            let mut request = Request::new(pb::HeartbeatRequest {
+                node: self.node_name.clone(),
+                ..Default::default()
+            });
+            request.set_timeout(timeout);
+            tokio::time::timeout(timeout, client.heartbeat(request))
+                .await
+                .is_ok_and(|answer| answer.is_ok())
+        })
+    }
+}
