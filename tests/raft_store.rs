@@ -124,7 +124,10 @@ async fn a_snapshot_restores_the_core_after_a_restart() {
     entries.extend((2..=5).map(|i| normal(1, i, &[i as u8])));
     let responses = sm.apply(entries).await.expect("applies");
     assert_eq!(responses[0].0, Vec::<u8>::new(), "membership has no result");
-    assert_eq!(responses[4].0, 5u64.to_be_bytes(), "the core's result");
+    let result =
+        <jaco::proto::v1::CommandResult as prost::Message>::decode(responses[4].0.as_slice())
+            .expect("the core's result");
+    assert_eq!(result.index, 5, "the core's result names its entry");
     let built = sm
         .get_snapshot_builder()
         .await
