@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`api`]: the gRPC API edge — listeners, authentication, services, forwarding.
+//! - [`backup`]: the backup file format — header, snapshot payload, checksum, atomic write.
 //! - [`cli`]: the `jaco` command line — clap command tree, output formats, command adapters.
 //! - [`daemon`]: the `jaco daemon` process — configuration, wiring, lifecycle.
 //! - [`error`]: the closed error-code set and the `Error { code, message, details }` envelope.
@@ -12,6 +13,7 @@
 //! - [`yaml`]: YAML documents whose every node knows its line and column.
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod daemon;
 pub mod error;
