@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::sync::{Arc, RwLock};
 
 use jaco::raft::{SharedCore, StateMachineCore};
