@@ -4,9 +4,11 @@
 //! - [`cli`]: the `jaco` command line — clap command tree, output formats, command adapters.
 //! - [`error`]: the closed error-code set and the `Error { code, message, details }` envelope.
 //! - [`manifest`]: jaco.yaml + compose → validated, resolved deployment (SPEC §2).
+//! - [`pki`]: cluster CA, node keys and certificates, TLS configs, operator and join tokens.
 //! - [`proto`]: generated `jaco.v1` protobuf messages and gRPC services.
 
 pub mod cli;
 pub mod error;
 pub mod manifest;
+pub mod pki;
 pub mod proto;
