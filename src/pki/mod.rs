@@ -10,12 +10,14 @@
 //! - [`ca`]: the Ed25519 cluster CA and the signing of node CSRs with only approved names.
 //! - [`node`]: node key + CSR generation on the node itself, and the on-disk identity.
 //! - [`tls`]: rustls server/client configs, tonic TLS builders, peer node name extraction.
+//! - [`tokens`]: operator bearer tokens and single-use, node-scoped join tokens.
 //!
 //! Shared vocabulary lives in this file: node names, SANs, SHA-256 fingerprints, hex.
 
 pub mod ca;
 pub mod node;
 pub mod tls;
+pub mod tokens;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -30,6 +32,7 @@ use crate::error::{Code, Error};
 pub use ca::ClusterCa;
 pub use node::{NodeIdentity, NodeKey};
 pub use tls::ClientAuth;
+pub use tokens::{JoinTokenRecord, OperatorToken};
 
 /// A subject alternative name a node certificate may carry: a DNS name or an IP address.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -154,6 +157,27 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// Decodes exactly `N` bytes of hex (either case); `None` for any other input.
+pub(crate) fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() != N * 2 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *slot = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
 /// The first certificate of a PEM bundle; `what` names it in the error.
 pub(crate) fn first_cert_der(pem: &str, what: &str) -> Result<CertificateDer<'static>, Error> {
     CertificateDer::pem_slice_iter(pem.as_bytes())
@@ -243,5 +267,15 @@ mod tests {
             assert_eq!(error.code, Code::ValidationFailed, "{bad:?}");
             assert_eq!(error.details["field"], "node_name");
         }
+    }
+
+    #[test]
+    fn hex_round_trips_in_either_case() {
+        let bytes = [0x00, 0x7f, 0xab, 0xff];
+        assert_eq!(hex(&bytes), "007fabff");
+        assert_eq!(unhex::<4>("007fabff"), Some(bytes));
+        assert_eq!(unhex::<4>("007FABFF"), Some(bytes));
+        assert_eq!(unhex::<4>("007fab"), None);
+        assert_eq!(unhex::<4>("007fabfg"), None);
     }
 }
