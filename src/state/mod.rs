@@ -53,6 +53,8 @@ mod replicas;
 mod snapshot;
 #[cfg(test)]
 mod testkit;
+#[cfg(test)]
+mod tests;
 mod upgrade;
 pub mod watch;
 
