@@ -15,6 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(&files, [root])?;
     tonic_prost_build::configure()
+        // Ordered maps: the replicated state machine must encode identical state to identical
+        // bytes (snapshots, backups), which a HashMap's per-process iteration order breaks.
+        .btree_map(".")
         .build_server(true)
         .build_client(true)
         .build_transport(false)

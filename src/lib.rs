@@ -11,6 +11,8 @@
 //! - [`proto`]: generated `jaco.v1` protobuf messages and gRPC services.
 //! - [`raft`]: openraft 0.9 wiring — durable redb log, snapshotting state machine adapter, gRPC
 //!   transport between nodes (SPEC §4).
+//! - [`state`]: the replicated state machine — every entity, the pure deterministic `apply`,
+//!   snapshots, audit log, and the watch hub that fans changes out.
 //! - [`yaml`]: YAML documents whose every node knows its line and column.
 
 pub mod api;
@@ -22,4 +24,5 @@ pub mod manifest;
 pub mod pki;
 pub mod proto;
 pub mod raft;
+pub mod state;
 pub mod yaml;
