@@ -11,8 +11,6 @@
 #[path = "../tests/raft_fixture/mod.rs"]
 mod raft_fixture;
 
-use std::net::SocketAddr;
-
 use std::time::{Duration, Instant};
 
 use jaco::proto::v1 as pb;
@@ -20,7 +18,7 @@ use jaco::raft::{StateMachineCore, raft_config};
 use jaco::state::State;
 use openraft::ServerState;
 use prost::Message as _;
-use raft_fixture::cluster::{TestNode, command, form_cluster};
+use raft_fixture::cluster::{TestNode, command, start_three};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -236,12 +234,7 @@ async fn main() {
     }
     let root = tempfile::tempdir().expect("tempdir");
     let config = raft_config(5_000).expect("config");
-    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("address");
-    let mut nodes = Vec::new();
-    for name in ["node-a", "node-b", "node-c"] {
-        nodes.push(TestNode::start(name, &root.path().join(name), any_port, config.clone()).await);
-    }
-    form_cluster(&nodes[0], &[&nodes[1], &nodes[2]]).await;
+    let nodes = start_three(root.path(), &config).await;
 
     println!("| measurement | writes | writes/s | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|---|");

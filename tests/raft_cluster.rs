@@ -15,20 +15,16 @@ use jaco::proto::v1 as pb;
 use jaco::raft::{NodeId, raft_config};
 use openraft::ServerState;
 use prost::Message as _;
-use raft_fixture::cluster::{DEADLINE, TestNode, command, converge, form_cluster, write_all};
+use raft_fixture::cluster::{
+    DEADLINE, TestNode, command, converge, form_cluster, start_three, write_all,
+};
 use raft_fixture::commands;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_fail_over_and_catch_up_after_a_restart() {
     let root = tempfile::tempdir().expect("tempdir");
     let config = raft_config(5_000).expect("config");
-    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("address");
-    let mut nodes = Vec::new();
-    for name in ["node-a", "node-b", "node-c"] {
-        let dir = root.path().join(name);
-        nodes.push(TestNode::start(name, &dir, any_port, config.clone()).await);
-    }
-    form_cluster(&nodes[0], &[&nodes[1], &nodes[2]]).await;
+    let mut nodes = start_three(root.path(), &config).await;
 
     write_all(&nodes[0], 0..100).await;
     let all: Vec<&TestNode> = nodes.iter().collect();
@@ -177,13 +173,7 @@ fn api_command(i: usize) -> pb::Command {
 async fn a_follower_forwards_writes_and_a_cut_off_node_answers_quorum_lost() {
     let root = tempfile::tempdir().expect("tempdir");
     let config = raft_config(5_000).expect("config");
-    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("address");
-    let mut nodes = Vec::new();
-    for name in ["node-a", "node-b", "node-c"] {
-        let dir = root.path().join(name);
-        nodes.push(TestNode::start(name, &dir, any_port, config.clone()).await);
-    }
-    form_cluster(&nodes[0], &[&nodes[1], &nodes[2]]).await;
+    let mut nodes = start_three(root.path(), &config).await;
 
     // A write submitted on a follower is forwarded to the leader and applied everywhere.
     let result = nodes[1]

@@ -204,3 +204,15 @@ pub async fn converge(leader: &TestNode, nodes: &[&TestNode]) -> Vec<Vec<u8>> {
     }
     expected
 }
+
+/// Starts node-a, node-b and node-c under `root` on fresh ports and forms a three-voter cluster
+/// led by node-a.
+pub async fn start_three(root: &Path, config: &openraft::Config) -> Vec<TestNode> {
+    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let mut nodes = Vec::new();
+    for name in ["node-a", "node-b", "node-c"] {
+        nodes.push(TestNode::start(name, &root.join(name), any_port, config.clone()).await);
+    }
+    form_cluster(&nodes[0], &[&nodes[1], &nodes[2]]).await;
+    nodes
+}
