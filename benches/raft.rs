@@ -37,7 +37,7 @@ fn summary(name: &str, mut samples: Vec<Duration>, elapsed: Duration) {
     );
 }
 
-async fn leader<'a>(nodes: &'a [TestNode]) -> &'a TestNode {
+async fn leader(nodes: &[TestNode]) -> &TestNode {
     for _ in 0..200 {
         if let Some(node) = nodes
             .iter()
