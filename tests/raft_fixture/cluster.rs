@@ -23,31 +23,33 @@ use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-use super::{CountingCore, commands, shared_core};
+use jaco::raft::StateMachineCore;
+
+use super::{CountingCore, commands};
 
 /// How long any single condition may take on a loaded CI machine.
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
 /// One running node: raft, its core, and its gRPC server.
-pub struct TestNode {
+pub struct TestNode<S = CountingCore> {
     pub name: String,
     pub id: NodeId,
     pub addr: SocketAddr,
     pub dir: PathBuf,
-    pub core: SharedCore<CountingCore>,
+    pub core: SharedCore<S>,
     pub node: RaftNode,
     pub submitter: Arc<Submitter<GrpcPeers>>,
     pub stop_server: oneshot::Sender<()>,
     pub server: JoinHandle<()>,
 }
 
-impl TestNode {
+impl<S: StateMachineCore + Default> TestNode<S> {
     /// Starts node `name` on `dir`, serving on `bind` (port 0 for a fresh one).
     pub async fn start(name: &str, dir: &Path, bind: SocketAddr, config: openraft::Config) -> Self {
         let incoming = TcpIncoming::bind(bind).expect("binds");
         let addr = incoming.local_addr().expect("has an address");
         let id = node_id_from_name(name);
-        let core = shared_core();
+        let core: SharedCore<S> = Arc::new(std::sync::RwLock::new(S::default()));
         let node = RaftNode::start(id, dir, config, core.clone(), GrpcNetwork::plaintext(id))
             .await
             .expect("raft starts");
@@ -133,7 +135,10 @@ pub fn applied(metrics: &RaftMetrics) -> u64 {
 
 /// Initializes `first` as a one-voter cluster, adds `others` as learners, then makes everyone
 /// a voter: the path the daemon's init, join and membership reconciler take.
-pub async fn form_cluster(first: &TestNode, others: &[&TestNode]) {
+pub async fn form_cluster<S: StateMachineCore + Default>(
+    first: &TestNode<S>,
+    others: &[&TestNode<S>],
+) {
     first
         .raft()
         .initialize(members_by_id([first.addr()]))
@@ -208,10 +213,18 @@ pub async fn converge(leader: &TestNode, nodes: &[&TestNode]) -> Vec<Vec<u8>> {
 /// Starts node-a, node-b and node-c under `root` on fresh ports and forms a three-voter cluster
 /// led by node-a.
 pub async fn start_three(root: &Path, config: &openraft::Config) -> Vec<TestNode> {
+    start_three_with(root, config).await
+}
+
+/// [`start_three`] with any state machine core.
+pub async fn start_three_with<S: StateMachineCore + Default>(
+    root: &Path,
+    config: &openraft::Config,
+) -> Vec<TestNode<S>> {
     let any_port: SocketAddr = "127.0.0.1:0".parse().expect("address");
     let mut nodes = Vec::new();
     for name in ["node-a", "node-b", "node-c"] {
-        nodes.push(TestNode::start(name, &root.join(name), any_port, config.clone()).await);
+        nodes.push(TestNode::<S>::start(name, &root.join(name), any_port, config.clone()).await);
     }
     form_cluster(&nodes[0], &[&nodes[1], &nodes[2]]).await;
     nodes
