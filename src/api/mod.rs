@@ -5,6 +5,7 @@
 //! in the state machine and the subsystems. Nothing here may mutate state except by submitting
 //! a command.
 
+pub mod auth;
 pub mod internal;
 pub mod listen;
 pub mod submit;
