@@ -16,9 +16,9 @@ fn main() {
         // Usage errors exit 2; --help and --version print and exit 0.
         Err(error) => error.exit(),
     };
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    let (mut out, mut err) = (stdout.lock(), stderr.lock());
+    // Unlocked handles on purpose: `jaco daemon` runs inside `execute`, and its log writer on
+    // other threads must be able to take the stderr lock.
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     let outcome = cli::execute(&cli, &matches, &mut out, &mut err);
     // A failed flush of stdout is reported like any other write failure.
     let outcome = outcome.and_then(|()| out.flush().map_err(Failure::from));

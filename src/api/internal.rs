@@ -2,8 +2,9 @@
 //!
 //! Served on the mTLS port to peers only: raft's three RPCs, `Submit` (a follower forwarding a
 //! write to the leader), `ReadIndex` (a linearizable read point) and `Heartbeat` (liveness and
-//! reachability probes). RPCs that belong to later subsystems (logs, exec, subnets, join
-//! signing, bundles) answer `unimplemented` with the reason; they never pretend. This module
+//! reachability probes) and `SignNodeCsr` (admission of a joiner, through [`Admission`]). RPCs
+//! that belong to later subsystems (logs, exec, subnets, bundles) answer `unimplemented` with
+//! the reason; they never pretend. This module
 //! routes and converts; decisions are made by raft and the state machine.
 
 use std::collections::HashMap;
@@ -21,12 +22,22 @@ use crate::proto::v1::internal_server::Internal;
 use crate::raft::network::EndpointFn;
 use crate::raft::{InternalRaftHandlers, MAX_RAFT_MESSAGE_BYTES, NodeAddr, Raft};
 
+/// Admission of joining nodes (`SignNodeCsr`), provided by the daemon's cluster lifecycle.
+pub trait Admission: Send + Sync + 'static {
+    /// Checks the join token, signs the CSR and enters the node in the node table.
+    fn admit(
+        &self,
+        request: pb::SignNodeCsrRequest,
+    ) -> BoxFuture<'_, Result<pb::SignNodeCsrResponse, Error>>;
+}
+
 /// The `Internal` service of one node.
 pub struct InternalService<P: Peers> {
     raft: Raft,
     handlers: InternalRaftHandlers,
     submitter: Arc<Submitter<P>>,
     node_name: String,
+    admission: Option<Arc<dyn Admission>>,
 }
 
 impl<P: Peers> InternalService<P> {
@@ -37,7 +48,14 @@ impl<P: Peers> InternalService<P> {
             raft,
             submitter,
             node_name,
+            admission: None,
         }
+    }
+
+    /// Serves `SignNodeCsr` with `admission` (without it, joiners are refused).
+    pub fn with_admission(mut self, admission: Arc<dyn Admission>) -> Self {
+        self.admission = Some(admission);
+        self
     }
 
     fn leader_name(&self) -> String {
@@ -160,16 +178,27 @@ impl<P: Peers> Internal for InternalService<P> {
 
     async fn sign_node_csr(
         &self,
-        _request: Request<pb::SignNodeCsrRequest>,
+        request: Request<pb::SignNodeCsrRequest>,
     ) -> Result<Response<pb::SignNodeCsrResponse>, Status> {
-        Err(later("SignNodeCsr", "cluster join"))
+        let admission = self.admission.as_ref().ok_or_else(|| {
+            Status::unimplemented("this node does not admit joiners (no cluster lifecycle)")
+        })?;
+        admission
+            .admit(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn add_learner(
         &self,
         _request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::AddLearnerResponse>, Status> {
-        Err(later("AddLearner", "cluster join"))
+        // Joiners never need it: admission enters them in the node table, and the leader's
+        // membership reconciler adds every node of the table to raft.
+        Err(Status::unimplemented(
+            "Internal.AddLearner is not used: the leader adds admitted nodes to raft by itself",
+        ))
     }
 
     async fn heartbeat(
@@ -277,20 +306,22 @@ impl Peers for GrpcPeers {
                         "the leader answered Submit without a result",
                     )
                 }),
-                Err(status)
-                    if status.code() == tonic::Code::Unavailable && status.details().is_empty() =>
-                {
-                    Err(Error::new(
-                        Code::NoLeader,
-                        format!(
-                            "leader {} is unreachable: {}",
-                            leader.name,
-                            status.message()
-                        ),
-                    )
-                    .with("reason", "unreachable"))
-                }
-                Err(status) => Err(Error::from_status(&status)),
+                // A write that timed out may still commit: only a refused connection is safe
+                // to retry elsewhere.
+                Err(status) => Err(unreachable_or(leader, &status, false)),
+            }
+        })
+    }
+
+    fn read_index<'a>(&'a self, leader: &'a NodeAddr) -> BoxFuture<'a, Result<u64, Error>> {
+        Box::pin(async move {
+            let mut client = self.client(leader)?;
+            let mut request = Request::new(pb::ReadIndexRequest {});
+            request.set_timeout(self.forward_timeout);
+            match client.read_index(request).await {
+                Ok(response) => Ok(response.into_inner().read_index),
+                // Reads change nothing, so a timed-out read is retried like a refused one.
+                Err(status) => Err(unreachable_or(leader, &status, true)),
             }
         })
     }
@@ -309,5 +340,27 @@ impl Peers for GrpcPeers {
                 .await
                 .is_ok_and(|answer| answer.is_ok())
         })
+    }
+}
+
+/// A transport failure towards `leader` (unavailable; with `timeouts`, also deadline exceeded)
+/// as `no_leader` with `reason: unreachable`, so the caller reassesses who leads; any other
+/// status as the error it carries.
+fn unreachable_or(leader: &NodeAddr, status: &Status, timeouts: bool) -> Error {
+    let transport = (status.code() == tonic::Code::Unavailable
+        || (timeouts && status.code() == tonic::Code::DeadlineExceeded))
+        && status.details().is_empty();
+    if transport {
+        Error::new(
+            Code::NoLeader,
+            format!(
+                "leader {} is unreachable: {}",
+                leader.name,
+                status.message()
+            ),
+        )
+        .with("reason", "unreachable")
+    } else {
+        Error::from_status(status)
     }
 }

@@ -5,7 +5,14 @@
 //! in the state machine and the subsystems. Nothing here may mutate state except by submitting
 //! a command.
 
+pub mod audit;
 pub mod auth;
+pub mod cluster;
+pub mod context;
+pub mod deploy;
+pub mod edge;
 pub mod internal;
 pub mod listen;
+pub mod server;
 pub mod submit;
+pub mod tokens;

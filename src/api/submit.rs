@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
@@ -40,6 +41,27 @@ pub trait Peers: Send + Sync + 'static {
 
     /// Whether `peer` answers within `timeout`.
     fn reachable<'a>(&'a self, peer: &'a NodeAddr, timeout: Duration) -> BoxFuture<'a, bool>;
+
+    /// Asks `leader` for a linearizable read point (its committed index, confirmed by a quorum).
+    fn read_index<'a>(&'a self, leader: &'a NodeAddr) -> BoxFuture<'a, Result<u64, Error>>;
+}
+
+impl<P: Peers> Peers for Arc<P> {
+    fn forward<'a>(
+        &'a self,
+        leader: &'a NodeAddr,
+        command: Command,
+    ) -> BoxFuture<'a, Result<CommandResult, Error>> {
+        (**self).forward(leader, command)
+    }
+
+    fn reachable<'a>(&'a self, peer: &'a NodeAddr, timeout: Duration) -> BoxFuture<'a, bool> {
+        (**self).reachable(peer, timeout)
+    }
+
+    fn read_index<'a>(&'a self, leader: &'a NodeAddr) -> BoxFuture<'a, Result<u64, Error>> {
+        (**self).read_index(leader)
+    }
 }
 
 /// What a node that cannot commit right now should answer.
@@ -126,19 +148,71 @@ impl<P: Peers> Submitter<P> {
             let situation = self.situation(&metrics, deadline_passed).await;
             match classify(situation) {
                 Verdict::QuorumLost => return Err(quorum_lost(&metrics)),
-                Verdict::NoLeader => {
-                    return Err(Error::new(
-                        Code::NoLeader,
-                        format!(
-                            "no raft leader after {} ms; an election may be in progress, retry",
-                            self.leader_wait.as_millis()
-                        ),
-                    )
-                    .with("waited_ms", self.leader_wait.as_millis()));
-                }
+                Verdict::NoLeader => return Err(self.no_leader()),
                 Verdict::Retry => self.wait_for_leader_change(&metrics, deadline).await,
             }
         }
+    }
+
+    /// Waits until this node's state machine reflects every write committed before the call
+    /// (a linearizable read point, SPEC §4 `--consistent`): confirmed by the leader's quorum,
+    /// then applied locally. `no_leader` or `quorum_lost` when no such point can be had.
+    pub async fn read_barrier(&self) -> Result<(), Error> {
+        let deadline = Instant::now() + self.leader_wait;
+        loop {
+            let metrics = self.raft.metrics().borrow().clone();
+            let read_point = if metrics.state == ServerState::Leader {
+                if quorum_ack_too_old(&metrics) {
+                    return Err(quorum_lost(&metrics));
+                }
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(remaining, self.raft.ensure_linearizable()).await {
+                    Ok(Ok(log_id)) => Some(log_id.map_or(0, |id| id.index)),
+                    Ok(Err(_)) | Err(_) => None,
+                }
+            } else if let Some(leader) = leader_addr(&metrics) {
+                match self.peers.read_index(&leader).await {
+                    Ok(index) => Some(index),
+                    Err(error) if retryable(&error) => None,
+                    Err(error) => return Err(error),
+                }
+            } else {
+                None
+            };
+            if let Some(index) = read_point {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                return self
+                    .raft
+                    .wait(Some(remaining.max(Duration::from_millis(50))))
+                    .applied_index_at_least(Some(index), "linearizable read")
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        Error::new(
+                            Code::NoLeader,
+                            format!("this node did not apply up to the read point {index}: {e}"),
+                        )
+                        .with("read_index", index)
+                    });
+            }
+            let deadline_passed = Instant::now() >= deadline;
+            match classify(self.situation(&metrics, deadline_passed).await) {
+                Verdict::QuorumLost => return Err(quorum_lost(&metrics)),
+                Verdict::NoLeader => return Err(self.no_leader()),
+                Verdict::Retry => self.wait_for_leader_change(&metrics, deadline).await,
+            }
+        }
+    }
+
+    fn no_leader(&self) -> Error {
+        Error::new(
+            Code::NoLeader,
+            format!(
+                "no raft leader after {} ms; an election may be in progress, retry",
+                self.leader_wait.as_millis()
+            ),
+        )
+        .with("waited_ms", self.leader_wait.as_millis())
     }
 
     /// Proposes `command` only if this node leads (a forwarded write must not be forwarded

@@ -329,7 +329,7 @@ pub fn execute(
         Command::Config(args) => config::run(args, &mut ctx),
         Command::Version(args) => version::run(args, &mut ctx),
         Command::Completion(args) => completion::completion(args, &mut ctx),
-        Command::Daemon(_) => Err(ctx.needs_daemon()),
+        Command::Daemon(args) => crate::daemon::run::main(&args.config).map_err(Failure::from),
         Command::Man(args) => completion::man(args, &mut ctx),
     }
 }

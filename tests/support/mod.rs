@@ -1,3 +1,4 @@
 //! Support code shared by integration tests.
 
+pub mod daemons;
 pub mod netns;

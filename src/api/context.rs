@@ -1,0 +1,114 @@
+//! What every API handler shares: the node's membership (none until `cluster init`/`join`),
+//! the settings to become a member, the metrics, and the caller's [`Identity`] as the edge
+//! layer established it.
+//!
+//! This module holds and hands out; it must not serve or decide. Becoming a member is
+//! announced on a watch channel so that the daemon can start what a member runs (the TLS
+//! listener, the membership reconciler).
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, MutexGuard, watch};
+use tonic::{Request, Status};
+
+use super::auth::Identity;
+use crate::daemon::member::{Member, MemberSettings};
+use crate::daemon::metrics::Metrics;
+use crate::error::{Code, Error};
+
+/// The shared context of the API services.
+pub struct ApiContext {
+    /// How to start a member (init, join).
+    pub settings: MemberSettings,
+    /// Audit events the cluster keeps (for `cluster init`).
+    pub audit_retention: u64,
+    /// The daemon's metrics.
+    pub metrics: Arc<Metrics>,
+    member: watch::Sender<Option<Arc<Member>>>,
+    lifecycle: Mutex<()>,
+}
+
+impl ApiContext {
+    /// A context for a node that is `member` already (restart) or not yet (`None`).
+    pub fn new(
+        settings: MemberSettings,
+        audit_retention: u64,
+        metrics: Arc<Metrics>,
+        member: Option<Arc<Member>>,
+    ) -> Self {
+        ApiContext {
+            settings,
+            audit_retention,
+            metrics,
+            member: watch::Sender::new(member),
+            lifecycle: Mutex::new(()),
+        }
+    }
+
+    /// The member, or `cluster_uninitialized`.
+    pub fn member(&self) -> Result<Arc<Member>, Error> {
+        self.member.borrow().clone().ok_or_else(|| {
+            Error::new(
+                Code::ClusterUninitialized,
+                format!(
+                    "node {} is not part of a cluster yet: run `jaco cluster init` on the first \
+                     node or `jaco cluster join` here",
+                    self.settings.name
+                ),
+            )
+            .with("node", &self.settings.name)
+        })
+    }
+
+    /// The member, if any.
+    pub fn try_member(&self) -> Option<Arc<Member>> {
+        self.member.borrow().clone()
+    }
+
+    /// Serialises init and join (two at once must not both create a cluster).
+    pub async fn lifecycle(&self) -> MutexGuard<'_, ()> {
+        self.lifecycle.lock().await
+    }
+
+    /// Records that this node became a member.
+    pub fn became_member(&self, member: Arc<Member>) {
+        self.member.send_replace(Some(member));
+    }
+
+    /// Watches membership (for the daemon's wiring).
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Member>>> {
+        self.member.subscribe()
+    }
+}
+
+/// The caller of `request` as the edge layer authenticated it.
+pub fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
+    request
+        .extensions()
+        .get::<Identity>()
+        .cloned()
+        .ok_or_else(|| {
+            Status::from(
+                Error::new(
+                    Code::Internal,
+                    "the request reached a handler unauthenticated",
+                )
+                .with("reason", "no_identity"),
+            )
+        })
+}
+
+/// `permission_denied` unless the caller is the local socket (init and join change what this
+/// node is; only its administrator may do that).
+pub fn require_local(identity: &Identity, what: &str) -> Result<(), Error> {
+    if *identity == Identity::Local {
+        Ok(())
+    } else {
+        Err(Error::new(
+            Code::PermissionDenied,
+            format!("{what} is only accepted on the node's local socket"),
+        )
+        .with("identity", identity.audit_name())
+        .with("reason", "local_socket_only"))
+    }
+}

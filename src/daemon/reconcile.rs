@@ -1,0 +1,352 @@
+//! The leader's membership reconciler: makes raft's membership follow the node table of the
+//! replicated state (SPEC §4).
+//!
+//! A node enters the node table when it is admitted (its join token consumed, its certificate
+//! signed); the reconciler then adds it to raft as a learner, promotes it once it has caught up
+//! (odd voter count, at most seven, one change at a time, via [`membership::next_change`]),
+//! marks it `ready`, and removes from raft the members that `node remove` took out of the
+//! table. [`plan`] is a pure function of the facts; [`run`] gathers them on the leader and
+//! performs one action per tick. This module must not change the node table itself except to
+//! mark a node ready.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{ChangeMembers, ServerState};
+use tokio::sync::watch;
+
+use super::member::Member;
+use crate::api::auth::Identity;
+use crate::api::submit::{PROBE_TIMEOUT, Peers as _};
+use crate::proto::v1 as pb;
+use crate::raft::membership::{self, Change};
+use crate::raft::{NodeAddr, NodeId, RaftMetrics};
+
+/// How often the leader reconciles (besides reacting to nothing else: membership changes are
+/// rare and one change per tick keeps them serial).
+pub const TICK: Duration = Duration::from_millis(500);
+
+/// A learner within this many entries of the leader's last log index counts as caught up.
+pub const CAUGHT_UP_LAG: u64 = 100;
+
+/// One node of the replicated node table, as the reconciler needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableNode {
+    /// Node name.
+    pub name: String,
+    /// Raft id.
+    pub id: NodeId,
+    /// Address its raft RPCs are served on.
+    pub raft_address: String,
+    /// Still `joining` (not yet marked ready).
+    pub joining: bool,
+}
+
+/// One raft member, as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftMember {
+    /// Its member entry.
+    pub addr: NodeAddr,
+    /// A voter (else a learner).
+    pub voter: bool,
+    /// Its log is within [`CAUGHT_UP_LAG`] of the leader's.
+    pub caught_up: bool,
+    /// It answered a probe just now.
+    pub reachable: bool,
+}
+
+/// Everything [`plan`] decides from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// The leader (this node).
+    pub leader: NodeId,
+    /// The node table.
+    pub table: Vec<TableNode>,
+    /// Raft's membership.
+    pub members: BTreeMap<NodeId, RaftMember>,
+}
+
+/// The single next step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Add an admitted node to raft as a learner.
+    AddLearner(NodeId, NodeAddr),
+    /// Take a removed node out of raft (voter and member entry).
+    Remove(NodeId),
+    /// Promote or demote per the voter policy.
+    Voters(Change),
+    /// Mark a node that is now a caught-up member `ready`.
+    MarkReady(String),
+}
+
+/// The next step towards "raft membership = node table, voters per policy", if any.
+///
+/// Order: admit new nodes first (so that they start catching up), then remove departed ones
+/// (others before the leader itself, which steps down once its removal commits), then the voter
+/// policy, then status updates.
+pub fn plan(facts: &Facts) -> Option<Action> {
+    let in_table: BTreeSet<NodeId> = facts.table.iter().map(|n| n.id).collect();
+    if let Some(node) = facts
+        .table
+        .iter()
+        .find(|n| !facts.members.contains_key(&n.id))
+    {
+        let addr = NodeAddr {
+            name: node.name.clone(),
+            addr: node.raft_address.clone(),
+        };
+        return Some(Action::AddLearner(node.id, addr));
+    }
+    let mut departed: Vec<NodeId> = facts
+        .members
+        .keys()
+        .copied()
+        .filter(|id| !in_table.contains(id))
+        .collect();
+    departed.sort_by_key(|id| *id == facts.leader);
+    if let Some(id) = departed.first() {
+        return Some(Action::Remove(*id));
+    }
+    let members: Vec<membership::Member> = facts
+        .members
+        .iter()
+        .map(|(id, m)| membership::Member {
+            id: *id,
+            name: m.addr.name.clone(),
+            voter: m.voter,
+            caught_up: m.caught_up,
+            reachable: m.reachable,
+        })
+        .collect();
+    if let Some(change) = membership::next_change(&members, facts.leader) {
+        return Some(Action::Voters(change));
+    }
+    facts
+        .table
+        .iter()
+        .find(|n| n.joining && facts.members.get(&n.id).is_some_and(|m| m.caught_up))
+        .map(|n| Action::MarkReady(n.name.clone()))
+}
+
+/// Reconciles on this node while it leads, until `stop` changes.
+pub async fn run(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let metrics = member.metrics();
+        if metrics.state != ServerState::Leader {
+            continue;
+        }
+        // One change at a time: wait while a joint configuration is being committed.
+        if metrics
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .len()
+            > 1
+        {
+            continue;
+        }
+        let facts = gather(&member, &metrics).await;
+        let Some(action) = plan(&facts) else {
+            continue;
+        };
+        tracing::info!(?action, "membership reconciler");
+        if let Err(error) = perform(&member, action.clone()).await {
+            tracing::warn!(?action, %error, "membership change failed; retrying next tick");
+        }
+    }
+}
+
+async fn gather(member: &Member, metrics: &RaftMetrics) -> Facts {
+    let table = member.read(|state| {
+        state
+            .nodes()
+            .map(|n| TableNode {
+                name: n.name.clone(),
+                id: n.raft_id,
+                raft_address: n.raft_address.clone(),
+                joining: n.status() == pb::NodeStatus::Joining,
+            })
+            .collect()
+    });
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let last = metrics.last_log_index.unwrap_or(0);
+    let matched = metrics.replication.clone().unwrap_or_default();
+    let mut members = BTreeMap::new();
+    for (id, addr) in membership.nodes() {
+        let (caught_up, reachable) = if *id == metrics.id {
+            (true, true)
+        } else {
+            let index = matched.get(id).copied().flatten().map_or(0, |l| l.index);
+            let reachable = member.peers.reachable(addr, PROBE_TIMEOUT).await;
+            (index + CAUGHT_UP_LAG >= last, reachable)
+        };
+        members.insert(
+            *id,
+            RaftMember {
+                addr: addr.clone(),
+                voter: voters.contains(id),
+                caught_up,
+                reachable,
+            },
+        );
+    }
+    Facts {
+        leader: metrics.id,
+        table,
+        members,
+    }
+}
+
+async fn perform(member: &Member, action: Action) -> Result<(), String> {
+    let raft = &member.raft;
+    match action {
+        Action::AddLearner(id, addr) => raft
+            .add_learner(id, addr, false)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Action::Remove(id) => {
+            let change = if raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == id)
+            {
+                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            } else {
+                ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+            };
+            raft.change_membership(change, false)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+        Action::Voters(Change::Promote(id)) => raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        // A demoted voter stays a learner (retain = true) so that it keeps its copy.
+        Action::Voters(Change::Demote(id)) => raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Action::MarkReady(name) => {
+            let kind = pb::command::Kind::SetNodeStatus(pb::SetNodeStatus {
+                node: name,
+                status: pb::NodeStatus::Ready.into(),
+                ..Default::default()
+            });
+            member
+                .submit(&Identity::Node(member.name.clone()), kind)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(names: &[(&str, NodeId, bool)]) -> Vec<TableNode> {
+        names
+            .iter()
+            .map(|(name, id, joining)| TableNode {
+                name: (*name).into(),
+                id: *id,
+                raft_address: format!("{name}:7000"),
+                joining: *joining,
+            })
+            .collect()
+    }
+
+    fn member(name: &str, voter: bool, caught_up: bool) -> RaftMember {
+        RaftMember {
+            addr: NodeAddr {
+                name: name.into(),
+                addr: format!("{name}:7000"),
+            },
+            voter,
+            caught_up,
+            reachable: true,
+        }
+    }
+
+    #[test]
+    fn an_admitted_node_becomes_a_learner_first() {
+        let facts = Facts {
+            leader: 1,
+            table: table(&[("a", 1, false), ("b", 2, true)]),
+            members: BTreeMap::from([(1, member("a", true, true))]),
+        };
+        assert_eq!(
+            plan(&facts),
+            Some(Action::AddLearner(
+                2,
+                NodeAddr {
+                    name: "b".into(),
+                    addr: "b:7000".into()
+                }
+            ))
+        );
+    }
+
+    #[test]
+    fn a_lagging_learner_waits_and_a_caught_up_one_is_marked_ready() {
+        let mut facts = Facts {
+            leader: 1,
+            table: table(&[("a", 1, false), ("b", 2, true)]),
+            members: BTreeMap::from([(1, member("a", true, true)), (2, member("b", false, false))]),
+        };
+        // Two members → one voter: nothing to promote, and b has not caught up.
+        assert_eq!(plan(&facts), None);
+        facts.members.insert(2, member("b", false, true));
+        assert_eq!(plan(&facts), Some(Action::MarkReady("b".into())));
+    }
+
+    #[test]
+    fn the_third_node_makes_three_voters() {
+        let facts = Facts {
+            leader: 1,
+            table: table(&[("a", 1, false), ("b", 2, false), ("c", 3, false)]),
+            members: BTreeMap::from([
+                (1, member("a", true, true)),
+                (2, member("b", false, true)),
+                (3, member("c", false, true)),
+            ]),
+        };
+        assert_eq!(plan(&facts), Some(Action::Voters(Change::Promote(2))));
+    }
+
+    #[test]
+    fn removed_nodes_leave_raft_the_leader_last() {
+        let facts = Facts {
+            leader: 1,
+            table: table(&[("c", 3, false)]),
+            members: BTreeMap::from([
+                (1, member("a", true, true)),
+                (2, member("b", true, true)),
+                (3, member("c", true, true)),
+            ]),
+        };
+        assert_eq!(plan(&facts), Some(Action::Remove(2)));
+        let only_leader = Facts {
+            members: BTreeMap::from([(1, member("a", true, true)), (3, member("c", true, true))]),
+            ..facts
+        };
+        assert_eq!(plan(&only_leader), Some(Action::Remove(1)));
+    }
+}
