@@ -23,6 +23,7 @@ use crate::error::{Code, Error};
 pub mod args;
 pub mod audit;
 pub mod backup;
+pub mod client;
 pub mod cluster;
 pub mod completion;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod token;
 pub mod upgrade;
 pub mod validate;
 pub mod version;
+pub mod view;
 
 use args::GlobalArgs;
 use output::{Formats, OutputFormat};
@@ -185,6 +187,13 @@ impl From<io::Error> for Failure {
     }
 }
 
+impl From<tonic::Status> for Failure {
+    /// A daemon's answer: the error envelope it carries (see [`Error::from_status`]).
+    fn from(status: tonic::Status) -> Self {
+        Failure::from(Error::from_status(&status))
+    }
+}
+
 impl From<output::RenderError> for Failure {
     fn from(error: output::RenderError) -> Self {
         Failure::from(Error::new(Code::Internal, error.to_string()).with("reason", "render_failed"))
@@ -228,6 +237,21 @@ impl Context<'_> {
             )
             .with("reason", "not_available_in_this_build"),
         )
+    }
+
+    /// Prints `value` as JSON or YAML when the format is one of those, else the text that
+    /// `table` makes of it.
+    pub fn print<T: serde::Serialize>(
+        &mut self,
+        value: &T,
+        table: impl FnOnce(&T) -> String,
+    ) -> Result<(), Failure> {
+        let text = match output::DataFormat::of(self.format) {
+            Some(format) => output::render(value, format)?,
+            None => table(value),
+        };
+        self.out.write_all(text.as_bytes())?;
+        Ok(())
     }
 
     /// Prints a warning on stderr as `Warning: <text>`, unless `--quiet`.
