@@ -2,11 +2,13 @@
 //! command shares (output streams, output-format selection, failures).
 //!
 //! Role: parse the command line into typed arguments and hand each command to its module
-//! (one file per command group). Commands are thin adapters: parse → call a library function →
-//! format output. Contract: a command either succeeds, or returns a [`Failure`] that `main`
-//! turns into `Error: <code>: <message>` lines on stderr and exit status 1, or a usage error
-//! with exit status 2. A command that needs the daemon and has none to call in this build
-//! returns [`Context::needs_daemon`]: it never prints fake success.
+//! (one file per command group). Commands are thin adapters: parse → call a library function
+//! or the daemon (through [`client`]) → format output. Contract: a command either succeeds, or
+//! returns a [`Failure`] that `main` turns into `Error: <code>: <message>` lines on stderr and
+//! exit status 1 (a daemon's `tonic::Status` becomes its error envelope), or a usage error with
+//! exit status 2. A command whose daemon service does not exist in this build (`apply`,
+//! `status`, `get`, `logs`, `exec`, `rollback`, `delete`, `registry`, `upgrade`, `node drain`,
+//! `restore`, `daemon`) returns [`Context::needs_daemon`]: it never prints fake success.
 //!
 //! This module must not hold domain logic (manifest rules, scheduling, wire formats) nor print
 //! errors itself; it must not pick an output format a command did not declare
@@ -223,8 +225,8 @@ impl Context<'_> {
             .join(" ")
     }
 
-    /// The error of every command that needs the jaco daemon, which this build does not have
-    /// yet. One helper, so that no command can fake success in its own words.
+    /// The error of every command whose daemon service this build does not have yet. One
+    /// helper, so that no command can fake success in its own words.
     pub fn needs_daemon(&self) -> Failure {
         Failure::from(
             Error::new(
@@ -444,15 +446,15 @@ mod tests {
 
     #[test]
     fn a_daemon_command_fails_with_the_shared_error() {
-        let (status, out, err) = run(&["cluster", "status"]);
+        let (status, out, err) = run(&["status", "shop"]);
         assert_eq!(status, 1);
         assert_eq!(out, "");
         assert_eq!(
             err,
-            "Error: internal: `jaco cluster status` is not available in this build: it needs \
-             the jaco daemon, which lands with the control-plane work\n"
+            "Error: internal: `jaco status` is not available in this build: it needs the jaco \
+             daemon, which lands with the control-plane work\n"
         );
-        let (_, _, err) = run(&["-v", "cluster", "status"]);
+        let (_, _, err) = run(&["-v", "status"]);
         assert!(
             err.ends_with("\n  reason=not_available_in_this_build\n"),
             "{err}"
