@@ -8,7 +8,7 @@
 //! owner of every closed set. This module must not decide what a command prints, and must not
 //! hold its own copy of any enum's values.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -94,13 +94,10 @@ pub fn time_cell(unix_ms: i64) -> String {
     time(unix_ms).unwrap_or_else(|| "-".to_owned())
 }
 
-/// A flat map as `key=value` words sorted by key; a value that is empty or holds white space
+/// A flat map as `key=value` words in key order; a value that is empty or holds white space
 /// is quoted so that the words stay separable.
-pub fn key_values(map: &HashMap<String, String>) -> String {
-    let mut pairs: Vec<(&String, &String)> = map.iter().collect();
-    pairs.sort();
-    pairs
-        .into_iter()
+pub fn key_values(map: &BTreeMap<String, String>) -> String {
+    map.iter()
         .map(|(key, value)| {
             if value.is_empty() || value.chars().any(char::is_whitespace) {
                 format!("{key}={value:?}")
@@ -159,7 +156,7 @@ mod tests {
 
     #[test]
     fn maps_are_sorted_key_value_words() {
-        let map: HashMap<String, String> = [
+        let map: BTreeMap<String, String> = [
             ("node", "node-b"),
             ("deployment", "shop"),
             ("message", "two words"),
