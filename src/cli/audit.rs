@@ -132,7 +132,10 @@ pub fn run(args: &AuditArgs, ctx: &mut Context<'_>) -> Result<(), Failure> {
     })?;
     let views: Vec<EventView> = events.iter().map(EventView::from).collect();
     ctx.print(&views, |views| {
-        output::table(HEADERS, &views.iter().map(EventView::row).collect::<Vec<_>>())
+        output::table(
+            HEADERS,
+            &views.iter().map(EventView::row).collect::<Vec<_>>(),
+        )
     })
 }
 
@@ -249,10 +252,9 @@ impl Printer {
                 line.push('\n');
                 line
             }
-            Printer::YamlDocuments => format!(
-                "---\n{}",
-                output::render(event, output::DataFormat::Yaml)?
-            ),
+            Printer::YamlDocuments => {
+                format!("---\n{}", output::render(event, output::DataFormat::Yaml)?)
+            }
         })
     }
 }
@@ -317,8 +319,14 @@ mod tests {
         let error = parse(["jaco", "audit", "--type", "apply,bogus"]).unwrap_err();
         assert_eq!(error.exit_code(), 2);
         let text = error.to_string();
-        assert!(text.contains("unknown audit event type \"bogus\""), "{text}");
-        assert!(text.contains("apply, delete, rollback, node_join"), "{text}");
+        assert!(
+            text.contains("unknown audit event type \"bogus\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("apply, delete, rollback, node_join"),
+            "{text}"
+        );
         assert!(text.contains("rebalance_skipped"), "{text}");
         assert!(parse_type("unspecified").is_err());
         assert_eq!(parse_type("backup_taken"), Ok(AuditEventType::BackupTaken));

@@ -351,7 +351,12 @@ mod tests {
             &render(&ClusterStatus::from(&status()), DataFormat::Json).unwrap(),
         )
         .unwrap();
-        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(
             keys,
             [
@@ -395,7 +400,12 @@ mod tests {
         assert_eq!(initialized.text(true), format!("{token}\n"));
         let json: serde_json::Value =
             serde_json::from_str(&render(&initialized, DataFormat::Json).unwrap()).unwrap();
-        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(keys[..2], ["cluster_id", "token"]);
         assert_eq!(json["cluster_id"], "c-42");
         assert_eq!(json["token"], token.as_str());

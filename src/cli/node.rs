@@ -200,7 +200,10 @@ pub fn node_table(nodes: &[NodeView]) -> String {
             ]
         })
         .collect();
-    output::table(&["NAME", "ROLE", "STATUS", "ADDRESS", "REACHABILITY"], &rows)
+    output::table(
+        &["NAME", "ROLE", "STATUS", "ADDRESS", "REACHABILITY"],
+        &rows,
+    )
 }
 
 /// The answer to `node remove`.

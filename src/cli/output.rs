@@ -409,7 +409,10 @@ mod tests {
         );
         let widths = column_widths(&["NAME", "ROLE"], &rows);
         assert_eq!(widths, [6, 7]);
-        assert_eq!(table_line(&widths, &["much-longer", "x"]), "much-longer  x\n");
+        assert_eq!(
+            table_line(&widths, &["much-longer", "x"]),
+            "much-longer  x\n"
+        );
     }
 
     #[test]

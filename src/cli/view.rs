@@ -115,7 +115,10 @@ mod tests {
 
     #[test]
     fn enums_are_spelled_by_their_short_lowercase_names() {
-        assert_eq!(short_name(NodeStatus::IsolationUnavailable), "isolation_unavailable");
+        assert_eq!(
+            short_name(NodeStatus::IsolationUnavailable),
+            "isolation_unavailable"
+        );
         assert_eq!(enum_name::<RaftRole>(RaftRole::Learner as i32), "learner");
         assert_eq!(enum_name::<Reachability>(1), "reachable");
         assert_eq!(enum_name::<NodeStatus>(99), "unknown_99");
@@ -131,7 +134,12 @@ mod tests {
             parse_short_name::<AuditEventType>("Token_Revoke"),
             Some(AuditEventType::TokenRevoke)
         );
-        for bad in ["", "unspecified", "rebalance_dry_run", "AUDIT_EVENT_TYPE_APPLY"] {
+        for bad in [
+            "",
+            "unspecified",
+            "rebalance_dry_run",
+            "AUDIT_EVENT_TYPE_APPLY",
+        ] {
             assert_eq!(parse_short_name::<AuditEventType>(bad), None, "{bad}");
         }
         let names = short_names::<AuditEventType>();
