@@ -133,7 +133,10 @@ pub fn read_ca_cert(path: &Path) -> Result<String, Error> {
 pub struct Bearer(Option<AsciiMetadataValue>);
 
 impl Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.0 {
             request
                 .metadata_mut()
@@ -261,7 +264,9 @@ fn sources(error: &DynError) -> impl Iterator<Item = &DynError> {
 
 /// The innermost I/O error behind a transport failure (refused, missing, timed out, …).
 fn io_cause(error: &DynError) -> Option<&io::Error> {
-    sources(error).filter_map(|e| e.downcast_ref::<io::Error>()).last()
+    sources(error)
+        .filter_map(|e| e.downcast_ref::<io::Error>())
+        .last()
 }
 
 /// The rustls error behind a failed handshake (it travels inside an `io::Error`).
@@ -335,7 +340,7 @@ fn server_unreachable(server: &Server, error: &tonic::transport::Error) -> Error
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The real transports: a fixture `Tokens` server on a unix socket in a temporary directory
     //! and on 127.0.0.1 with TLS, called through the whole CLI (`crate::cli::tests::run`).
 
@@ -395,9 +400,11 @@ mod tests {
         ) -> Result<Response<RevokeTokenResponse>, Status> {
             self.record(&request);
             let name = request.into_inner().name;
-            Err(Error::new(Code::NotFound, format!("no token is named {name:?}"))
-                .with("name", name)
-                .into())
+            Err(
+                Error::new(Code::NotFound, format!("no token is named {name:?}"))
+                    .with("name", name)
+                    .into(),
+            )
         }
 
         async fn list(
@@ -432,20 +439,30 @@ mod tests {
             .unwrap()
     }
 
-    /// Serves the fixture on `<dir>/jaco.sock`.
-    fn on_socket() -> Served {
+    /// Serves `routes` on `<dir>/jaco.sock` until the runtime is dropped.
+    pub(crate) fn serve_on_socket(
+        routes: tonic::service::Routes,
+    ) -> (tempfile::TempDir, tokio::runtime::Runtime) {
         let dir = tempfile::tempdir().unwrap();
         let runtime = runtime();
-        let fixture = Fixture::default();
         let listener = {
             let _entered = runtime.enter();
             tokio::net::UnixListener::bind(dir.path().join("jaco.sock")).unwrap()
         };
         runtime.spawn(
             tonic::transport::Server::builder()
-                .add_service(TokensServer::new(fixture.clone()))
+                .add_routes(routes)
                 .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
         );
+        (dir, runtime)
+    }
+
+    /// Serves the fixture on `<dir>/jaco.sock`.
+    fn on_socket() -> Served {
+        let fixture = Fixture::default();
+        let (dir, runtime) = serve_on_socket(tonic::service::Routes::new(TokensServer::new(
+            fixture.clone(),
+        )));
         Served {
             fixture,
             dir,
@@ -469,7 +486,10 @@ mod tests {
         let address = listener.local_addr().unwrap().to_string();
         runtime.spawn(
             tonic::transport::Server::builder()
-                .tls_config(crate::pki::tls::tonic_server_tls(&node, ClientAuth::Optional))
+                .tls_config(crate::pki::tls::tonic_server_tls(
+                    &node,
+                    ClientAuth::Optional,
+                ))
                 .unwrap()
                 .add_service(TokensServer::new(fixture.clone()))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
@@ -558,8 +578,17 @@ mod tests {
         let ca = path(&served, "ca.crt");
         let token = "ab".repeat(32);
         let (status, out, err) = jaco(&[
-            "token", "issue", "--name", "ci", "--server", &address, "--ca-cert", &ca, "--token",
-            &token, "-q",
+            "token",
+            "issue",
+            "--name",
+            "ci",
+            "--server",
+            &address,
+            "--ca-cert",
+            &ca,
+            "--token",
+            &token,
+            "-q",
         ]);
         assert_eq!(status, 0, "{err}");
         assert_eq!(out, format!("{}\n", "0f".repeat(32)));
@@ -573,7 +602,13 @@ mod tests {
         let wrong_ca = path(&served, "other-ca.crt");
         std::fs::write(&wrong_ca, other.cert_pem()).unwrap();
         let (status, _, err) = jaco(&[
-            "-v", "token", "list", "--server", &address, "--ca-cert", &wrong_ca,
+            "-v",
+            "token",
+            "list",
+            "--server",
+            &address,
+            "--ca-cert",
+            &wrong_ca,
         ]);
         assert_eq!(status, 1, "{err}");
         assert!(
@@ -583,7 +618,10 @@ mod tests {
             )),
             "{err}"
         );
-        assert!(err.contains("\n  reason=tls_verification_failed\n"), "{err}");
+        assert!(
+            err.contains("\n  reason=tls_verification_failed\n"),
+            "{err}"
+        );
         assert!(served.fixture.seen().is_empty());
     }
 
@@ -594,7 +632,15 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = closed.local_addr().unwrap().to_string();
         drop(closed);
-        let (status, _, err) = jaco(&["-v", "token", "list", "--server", &address, "--ca-cert", &ca]);
+        let (status, _, err) = jaco(&[
+            "-v",
+            "token",
+            "list",
+            "--server",
+            &address,
+            "--ca-cert",
+            &ca,
+        ]);
         assert_eq!(status, 1, "{err}");
         assert!(
             err.starts_with(&format!(
@@ -624,7 +670,12 @@ mod tests {
             "/nonexistent/ca.crt",
         ]);
         assert_eq!(status, 1, "{err}");
-        assert!(err.starts_with("Error: validation_failed: cannot read the CA certificate /nonexistent/ca.crt: "), "{err}");
+        assert!(
+            err.starts_with(
+                "Error: validation_failed: cannot read the CA certificate /nonexistent/ca.crt: "
+            ),
+            "{err}"
+        );
         assert!(err.contains("reason=unreadable_file"), "{err}");
     }
 
