@@ -194,21 +194,13 @@ fn every_client_command_says_when_the_daemon_is_unreachable() {
     for argv in CLIENT_COMMANDS {
         let mut args = argv.to_vec();
         args.extend(["--socket", socket]);
-        let output = jaco_in(&args, Some(dir.path()));
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "{argv:?}: {}",
-            stderr(&output)
-        );
-        assert_eq!(stdout(&output), "", "{argv:?}");
-        assert_eq!(
-            stderr(&output),
-            format!(
+        assert_failed(
+            &jaco_in(&args, Some(dir.path())),
+            argv,
+            &format!(
                 "Error: internal: cannot reach the jaco daemon at {socket}: No such file or \
                  directory (os error 2); is it running? (systemctl status jaco)\n"
             ),
-            "{argv:?}"
         );
     }
     assert!(
@@ -221,23 +213,27 @@ fn every_client_command_says_when_the_daemon_is_unreachable() {
 fn every_command_without_a_daemon_service_fails_loudly_and_prints_nothing_on_stdout() {
     for argv in NOT_AVAILABLE {
         let path = argv[..expected_depth(argv)].join(" ");
-        let output = jaco(argv);
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "{argv:?}: {}",
-            stderr(&output)
-        );
-        assert_eq!(stdout(&output), "", "{argv:?}");
-        assert_eq!(
-            stderr(&output),
-            format!(
+        assert_failed(
+            &jaco(argv),
+            argv,
+            &format!(
                 "Error: internal: `jaco {path}` is not available in this build: it needs the \
                  jaco daemon, which lands with the control-plane work\n"
             ),
-            "{argv:?}"
         );
     }
+}
+
+/// `argv` exited with status 1, printed nothing on stdout and exactly `expected` on stderr.
+fn assert_failed(output: &Output, argv: &[&str], expected: &str) {
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{argv:?}: {}",
+        stderr(output)
+    );
+    assert_eq!(stdout(output), "", "{argv:?}");
+    assert_eq!(stderr(output), expected, "{argv:?}");
 }
 
 #[test]

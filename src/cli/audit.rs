@@ -9,7 +9,8 @@
 //! "index"}`. With `-f` every event already logged is printed first (all pages of Query), then
 //! new ones from Tail, resumed after the last id printed, until interrupted — one JSON object
 //! per line with `-o json`, one YAML document per event with `-o yaml`, one table line per
-//! event otherwise.
+//! event otherwise; a tail that the daemon ends is an error (`reason=stream_ended`), never a
+//! silent success.
 //!
 //! This module must not own the audit-event type set: names come from the generated enum
 //! ([`view::parse_short_name`]). It must not print success for an operation the daemon did not
@@ -261,9 +262,137 @@ impl Printer {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tonic::{Request, Response, Status};
+
     use super::*;
+    use crate::cli::client::tests::serve_on_socket;
     use crate::cli::output::{DataFormat, render};
+    use crate::cli::tests::run as jaco;
     use crate::cli::{Command, parse};
+    use crate::proto::v1::audit_server::{Audit, AuditServer};
+    use crate::proto::v1::{AuditQueryResponse, AuditTailResponse};
+
+    /// Query answers events 1 and 2 in two pages; Tail repeats 2, sends 3 and ends. Records
+    /// every request.
+    #[derive(Clone, Default)]
+    struct Log {
+        queries: Arc<Mutex<Vec<AuditQueryRequest>>>,
+        tails: Arc<Mutex<Vec<AuditTailRequest>>>,
+    }
+
+    #[tonic::async_trait]
+    impl Audit for Log {
+        async fn query(
+            &self,
+            request: Request<AuditQueryRequest>,
+        ) -> Result<Response<AuditQueryResponse>, Status> {
+            let request = request.into_inner();
+            let first_page = request.after_id == 0;
+            self.queries.lock().unwrap().push(request);
+            Ok(Response::new(if first_page {
+                AuditQueryResponse {
+                    events: vec![event(1, AuditEventType::TokenIssue, &[("name", "ci")])],
+                    truncated: true,
+                }
+            } else {
+                AuditQueryResponse {
+                    events: vec![event(2, AuditEventType::NodeJoin, &[("node", "node-b")])],
+                    truncated: false,
+                }
+            }))
+        }
+
+        type TailStream = tokio_stream::Iter<std::vec::IntoIter<Result<AuditTailResponse, Status>>>;
+
+        async fn tail(
+            &self,
+            request: Request<AuditTailRequest>,
+        ) -> Result<Response<Self::TailStream>, Status> {
+            self.tails.lock().unwrap().push(request.into_inner());
+            let events = [
+                event(2, AuditEventType::NodeJoin, &[("node", "node-b")]),
+                event(3, AuditEventType::Apply, &[("deployment", "shop")]),
+            ];
+            Ok(Response::new(tokio_stream::iter(
+                events
+                    .into_iter()
+                    .map(|event| Ok(AuditTailResponse { event: Some(event) }))
+                    .collect::<Vec<_>>(),
+            )))
+        }
+    }
+
+    fn serve(log: &Log) -> (tempfile::TempDir, tokio::runtime::Runtime, String) {
+        let (dir, runtime) =
+            serve_on_socket(tonic::service::Routes::new(AuditServer::new(log.clone())));
+        let socket = dir.path().join("jaco.sock").to_str().unwrap().to_owned();
+        (dir, runtime, socket)
+    }
+
+    #[test]
+    fn a_query_follows_every_page_and_prints_one_array() {
+        let log = Log::default();
+        let (_dir, _runtime, socket) = serve(&log);
+        let (status, out, err) = jaco(&[
+            "audit",
+            "--since",
+            "1h",
+            "--type",
+            "token_issue,node_join",
+            "-o",
+            "json",
+            "--socket",
+            &socket,
+        ]);
+        assert_eq!(status, 0, "{err}");
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let ids: Vec<u64> = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, [1, 2]);
+        let queries = log.queries.lock().unwrap().clone();
+        assert_eq!(
+            queries.iter().map(|q| q.after_id).collect::<Vec<_>>(),
+            [0, 1]
+        );
+        let hour_ago = now_unix_ms() - 3_600_000;
+        assert!((hour_ago - 60_000..=hour_ago).contains(&queries[0].since_unix_ms));
+        assert_eq!(
+            queries[0].types,
+            [
+                AuditEventType::TokenIssue as i32,
+                AuditEventType::NodeJoin as i32
+            ]
+        );
+        assert!(log.tails.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn follow_prints_json_lines_and_resumes_after_the_last_id() {
+        let log = Log::default();
+        let (_dir, _runtime, socket) = serve(&log);
+        let (status, out, err) = jaco(&["-v", "audit", "-f", "-o", "json", "--socket", &socket]);
+        let ids: Vec<u64> = out
+            .lines()
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line).unwrap()["id"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(ids, [1, 2, 3], "{out}");
+        let tails = log.tails.lock().unwrap().clone();
+        assert_eq!((tails[0].after_id, tails[0].since_unix_ms), (2, 0));
+        // The fixture's stream ends, which a follower must not take for success.
+        assert_eq!(status, 1);
+        assert!(err.contains("reason=stream_ended"), "{err}");
+        assert!(err.contains("last_id=3"), "{err}");
+    }
 
     fn event(id: u64, kind: AuditEventType, payload: &[(&str, &str)]) -> AuditEvent {
         AuditEvent {
