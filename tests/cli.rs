@@ -8,8 +8,8 @@ use std::process::{Command, Output};
 use clap::CommandFactory;
 use jaco::cli::Cli;
 
-/// Commands that work without a daemon in this build; every other leaf must say it is not
-/// available.
+/// Commands that work without a daemon in this build; every other leaf calls the daemon or
+/// says it is not available.
 const OFFLINE: &[&str] = &["validate", "config", "version", "completion", "man"];
 
 /// Runs the built binary with a clean jaco environment.
@@ -84,8 +84,9 @@ fn help_of_each_command_lists_its_subcommands() {
     }
 }
 
-/// One command line per command that needs the daemon, with its required arguments.
-const DAEMON_COMMANDS: &[&[&str]] = &[
+/// One command line per command that calls the daemon in this build, with its required
+/// arguments.
+const CLIENT_COMMANDS: &[&[&str]] = &[
     &["cluster", "init"],
     &[
         "cluster",
@@ -100,11 +101,17 @@ const DAEMON_COMMANDS: &[&[&str]] = &[
     &["cluster", "status"],
     &["node", "list"],
     &["node", "remove", "node-b"],
-    &["node", "drain", "node-b"],
     &["node", "issue-join-token", "--node-name", "node-c"],
     &["token", "issue", "--name", "ci"],
     &["token", "revoke", "ci"],
     &["token", "list"],
+    &["audit", "--type", "apply,node_join"],
+    &["backup", "cluster.bak"],
+];
+
+/// One command line per command whose daemon service this build does not have.
+const NOT_AVAILABLE: &[&[&str]] = &[
+    &["node", "drain", "node-b"],
     &[
         "registry",
         "login",
@@ -136,8 +143,6 @@ const DAEMON_COMMANDS: &[&[&str]] = &[
     &["exec", "shop/web/1", "-it", "--", "sh"],
     &["rollback", "shop"],
     &["delete", "shop"],
-    &["audit", "--type", "apply,node_join"],
-    &["backup", "cluster.bak"],
     &[
         "restore",
         "--input",
@@ -156,17 +161,17 @@ fn is_leaf(path: &[String]) -> bool {
 }
 
 #[test]
-fn the_daemon_command_table_covers_the_tree() {
+fn the_daemon_command_tables_cover_the_tree() {
     let expected: BTreeSet<String> = command_paths()
         .into_iter()
         .filter(|path| is_leaf(path) && !OFFLINE.contains(&path[0].as_str()))
         .map(|path| path.join(" "))
         .collect();
-    let listed: BTreeSet<String> = DAEMON_COMMANDS
-        .iter()
-        .map(|argv| argv[..expected_depth(argv)].join(" "))
-        .collect();
-    assert_eq!(listed, expected);
+    let name = |argv: &&[&str]| argv[..expected_depth(argv)].join(" ");
+    let client: BTreeSet<String> = CLIENT_COMMANDS.iter().map(name).collect();
+    let not_available: BTreeSet<String> = NOT_AVAILABLE.iter().map(name).collect();
+    assert!(client.is_disjoint(&not_available));
+    assert_eq!(&client | &not_available, expected);
 }
 
 /// How many leading words of `argv` name the command (1 or 2).
@@ -179,34 +184,72 @@ fn expected_depth(argv: &[&str]) -> usize {
 }
 
 #[test]
-fn every_daemon_command_fails_loudly_and_prints_nothing_on_stdout() {
-    for argv in DAEMON_COMMANDS {
-        let path = argv[..expected_depth(argv)].join(" ");
-        let output = jaco(argv);
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "{argv:?}: {}",
-            stderr(&output)
+fn every_client_command_says_when_the_daemon_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("jaco.sock");
+    let socket = socket.to_str().unwrap();
+    // `cluster join` reads its --ca-cert before it dials the socket.
+    let ca = jaco::pki::ClusterCa::generate("test").unwrap();
+    std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).unwrap();
+    for argv in CLIENT_COMMANDS {
+        let mut args = argv.to_vec();
+        args.extend(["--socket", socket]);
+        assert_failed(
+            &jaco_in(&args, Some(dir.path())),
+            argv,
+            &format!(
+                "Error: internal: cannot reach the jaco daemon at {socket}: No such file or \
+                 directory (os error 2); is it running? (systemctl status jaco)\n"
+            ),
         );
-        assert_eq!(stdout(&output), "", "{argv:?}");
-        assert_eq!(
-            stderr(&output),
-            format!(
+    }
+    assert!(
+        !dir.path().join("cluster.bak").exists(),
+        "a failed backup writes nothing"
+    );
+}
+
+#[test]
+fn every_command_without_a_daemon_service_fails_loudly_and_prints_nothing_on_stdout() {
+    for argv in NOT_AVAILABLE {
+        let path = argv[..expected_depth(argv)].join(" ");
+        assert_failed(
+            &jaco(argv),
+            argv,
+            &format!(
                 "Error: internal: `jaco {path}` is not available in this build: it needs the \
                  jaco daemon, which lands with the control-plane work\n"
             ),
-            "{argv:?}"
         );
     }
 }
 
+/// `argv` exited with status 1, printed nothing on stdout and exactly `expected` on stderr.
+fn assert_failed(output: &Output, argv: &[&str], expected: &str) {
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{argv:?}: {}",
+        stderr(output)
+    );
+    assert_eq!(stdout(output), "", "{argv:?}");
+    assert_eq!(stderr(output), expected, "{argv:?}");
+}
+
 #[test]
 fn verbose_prints_the_details_of_an_error() {
-    let output = jaco(&["-v", "token", "list"]);
+    let output = jaco(&["-v", "registry", "list"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).ends_with("\n  reason=not_available_in_this_build\n"),
+        "{}",
+        stderr(&output)
+    );
+    let output = jaco(&["-v", "token", "list", "--socket", "/nonexistent/jaco.sock"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output)
+            .ends_with("\n  reason=daemon_unreachable\n  socket=/nonexistent/jaco.sock\n"),
         "{}",
         stderr(&output)
     );
@@ -280,6 +323,16 @@ fn usage_errors_exit_2() {
         &["config", "-o", "table"],
         &["backup", "-o", "cluster.bak"],
         &["cluster", "join", "--peer", "n1:7000"],
+        &["audit", "--type", "apply,bogus"],
+        &["token", "list", "--server", "n1:7000"],
+        &[
+            "node",
+            "issue-join-token",
+            "--node-name",
+            "n",
+            "--ttl",
+            "soon",
+        ],
     ] {
         let output = jaco(argv);
         assert_eq!(

@@ -2,11 +2,13 @@
 //! command shares (output streams, output-format selection, failures).
 //!
 //! Role: parse the command line into typed arguments and hand each command to its module
-//! (one file per command group). Commands are thin adapters: parse → call a library function →
-//! format output. Contract: a command either succeeds, or returns a [`Failure`] that `main`
-//! turns into `Error: <code>: <message>` lines on stderr and exit status 1, or a usage error
-//! with exit status 2. A command that needs the daemon and has none to call in this build
-//! returns [`Context::needs_daemon`]: it never prints fake success.
+//! (one file per command group). Commands are thin adapters: parse → call a library function
+//! or the daemon (through [`client`]) → format output. Contract: a command either succeeds, or
+//! returns a [`Failure`] that `main` turns into `Error: <code>: <message>` lines on stderr and
+//! exit status 1 (a daemon's `tonic::Status` becomes its error envelope), or a usage error with
+//! exit status 2. A command whose daemon service does not exist in this build (`apply`,
+//! `status`, `get`, `logs`, `exec`, `rollback`, `delete`, `registry`, `upgrade`, `node drain`,
+//! `restore`, `daemon`) returns [`Context::needs_daemon`]: it never prints fake success.
 //!
 //! This module must not hold domain logic (manifest rules, scheduling, wire formats) nor print
 //! errors itself; it must not pick an output format a command did not declare
@@ -23,6 +25,7 @@ use crate::error::{Code, Error};
 pub mod args;
 pub mod audit;
 pub mod backup;
+pub mod client;
 pub mod cluster;
 pub mod completion;
 pub mod config;
@@ -34,6 +37,7 @@ pub mod token;
 pub mod upgrade;
 pub mod validate;
 pub mod version;
+pub mod view;
 
 use args::GlobalArgs;
 use output::{Formats, OutputFormat};
@@ -185,6 +189,13 @@ impl From<io::Error> for Failure {
     }
 }
 
+impl From<tonic::Status> for Failure {
+    /// A daemon's answer: the error envelope it carries (see [`Error::from_status`]).
+    fn from(status: tonic::Status) -> Self {
+        Failure::from(Error::from_status(&status))
+    }
+}
+
 impl From<output::RenderError> for Failure {
     fn from(error: output::RenderError) -> Self {
         Failure::from(Error::new(Code::Internal, error.to_string()).with("reason", "render_failed"))
@@ -214,8 +225,8 @@ impl Context<'_> {
             .join(" ")
     }
 
-    /// The error of every command that needs the jaco daemon, which this build does not have
-    /// yet. One helper, so that no command can fake success in its own words.
+    /// The error of every command whose daemon service this build does not have yet. One
+    /// helper, so that no command can fake success in its own words.
     pub fn needs_daemon(&self) -> Failure {
         Failure::from(
             Error::new(
@@ -228,6 +239,21 @@ impl Context<'_> {
             )
             .with("reason", "not_available_in_this_build"),
         )
+    }
+
+    /// Prints `value` as JSON or YAML when the format is one of those, else the text that
+    /// `table` makes of it.
+    pub fn print<T: serde::Serialize>(
+        &mut self,
+        value: &T,
+        table: impl FnOnce(&T) -> String,
+    ) -> Result<(), Failure> {
+        let text = match output::DataFormat::of(self.format) {
+            Some(format) => output::render(value, format)?,
+            None => table(value),
+        };
+        self.out.write_all(text.as_bytes())?;
+        Ok(())
     }
 
     /// Prints a warning on stderr as `Warning: <text>`, unless `--quiet`.
@@ -420,15 +446,15 @@ mod tests {
 
     #[test]
     fn a_daemon_command_fails_with_the_shared_error() {
-        let (status, out, err) = run(&["cluster", "status"]);
+        let (status, out, err) = run(&["status", "shop"]);
         assert_eq!(status, 1);
         assert_eq!(out, "");
         assert_eq!(
             err,
-            "Error: internal: `jaco cluster status` is not available in this build: it needs \
-             the jaco daemon, which lands with the control-plane work\n"
+            "Error: internal: `jaco status` is not available in this build: it needs the jaco \
+             daemon, which lands with the control-plane work\n"
         );
-        let (_, _, err) = run(&["-v", "cluster", "status"]);
+        let (_, _, err) = run(&["-v", "status"]);
         assert!(
             err.ends_with("\n  reason=not_available_in_this_build\n"),
             "{err}"

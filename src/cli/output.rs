@@ -1,5 +1,6 @@
 //! Output formats of the CLI: the `-o table|json|yaml` flag, which formats each command
-//! accepts, and the JSON and YAML rendering of any `serde::Serialize` value.
+//! accepts, the JSON and YAML rendering of any `serde::Serialize` value, and aligned text
+//! tables.
 //!
 //! Role: turn a value that a command already computed into text. Contract: JSON is pretty
 //! printed; YAML is one document without a `---` header, keys in the order the value
@@ -316,6 +317,46 @@ fn double_quoted(s: &str) -> String {
     out
 }
 
+/// The width of each column: its widest cell, header included (in characters).
+pub fn column_widths(headers: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    widths
+}
+
+/// One table line: each cell padded to its column's width, columns two spaces apart, the last
+/// cell unpadded so that no line ends in white space; a cell wider than its column pushes the
+/// rest of the line right (streamed rows are printed with the widths of the first batch).
+pub fn table_line<S: AsRef<str>>(widths: &[usize], cells: &[S]) -> String {
+    let mut line = String::new();
+    for (i, cell) in cells.iter().enumerate() {
+        let cell = cell.as_ref();
+        if i + 1 == cells.len() {
+            line.push_str(cell);
+        } else {
+            let width = widths.get(i).copied().unwrap_or(0);
+            line.push_str(&format!("{cell:<width$}  "));
+        }
+    }
+    line.truncate(line.trim_end().len());
+    line.push('\n');
+    line
+}
+
+/// A table for people: the header line, then one line per row (see [`table_line`]).
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let widths = column_widths(headers, rows);
+    let mut text = table_line(&widths, headers);
+    for row in rows {
+        text.push_str(&table_line(&widths, row));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +395,24 @@ mod tests {
     fn round_trips(value: serde_json::Value) {
         let text = yaml(value.clone());
         assert_eq!(back(&text), value, "YAML was:\n{text}");
+    }
+
+    #[test]
+    fn tables_align_columns_and_never_end_lines_in_white_space() {
+        let rows = vec![
+            vec!["node-a".to_owned(), "leader".to_owned(), "ready".to_owned()],
+            vec!["b".to_owned(), "learner".to_owned(), String::new()],
+        ];
+        assert_eq!(
+            table(&["NAME", "ROLE", "STATUS"], &rows),
+            "NAME    ROLE     STATUS\nnode-a  leader   ready\nb       learner\n"
+        );
+        let widths = column_widths(&["NAME", "ROLE"], &rows);
+        assert_eq!(widths, [6, 7]);
+        assert_eq!(
+            table_line(&widths, &["much-longer", "x"]),
+            "much-longer  x\n"
+        );
     }
 
     #[test]
