@@ -22,7 +22,6 @@ fn main() {
     let outcome = cli::execute(&cli, &matches, &mut out, &mut err);
     // A failed flush of stdout is reported like any other write failure.
     let outcome = outcome.and_then(|()| out.flush().map_err(Failure::from));
-    drop(out);
     let status = match outcome {
         Ok(()) => 0,
         Err(Failure::Errors(errors)) => {
@@ -33,10 +32,7 @@ fn main() {
             EXIT_OPERATIONAL
         }
         Err(Failure::Reported) => EXIT_OPERATIONAL,
-        Err(Failure::Usage(error)) => {
-            drop(err);
-            error.exit()
-        }
+        Err(Failure::Usage(error)) => error.exit(),
     };
     std::process::exit(status);
 }

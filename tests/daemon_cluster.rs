@@ -86,3 +86,478 @@ async fn five_nodes_join_and_keep_five_voters() {
         .count();
     assert_eq!(learners, 0, "{status:?}");
 }
+
+/// Runs the real `jaco` CLI inside daemon `from`'s namespace; returns (exit status, stdout,
+/// stderr).
+fn cli(cluster: &Daemons, from: usize, args: &[&str]) -> (i32, String, String) {
+    let output = cluster
+        .net
+        .command(from, env!("CARGO_BIN_EXE_jaco"))
+        .args(args)
+        .env_remove("JACO_TOKEN")
+        .env_remove("JACO_CA_CERT")
+        .output()
+        .expect("run jaco");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `jaco token list` over TLS to daemon `target`, from inside daemon `from`'s namespace.
+fn remote_token_list(cluster: &Daemons, from: usize, target: usize, token: &str) -> (i32, String) {
+    let ca = cluster.nodes[0].data_dir.join("pki/ca.crt");
+    let server = cluster.api_addr(target);
+    let (status, out, err) = cli(
+        cluster,
+        from,
+        &[
+            "--server",
+            &server,
+            "--ca-cert",
+            &ca.to_string_lossy(),
+            "--token",
+            token,
+            "token",
+            "list",
+            "-o",
+            "json",
+        ],
+    );
+    (status, format!("{out}{err}"))
+}
+
+/// `jaco restore` of `input` into `data_dir` as node n0.
+fn restore(
+    cluster: &Daemons,
+    input: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> (i32, String, String) {
+    cli(
+        cluster,
+        0,
+        &[
+            "restore",
+            "--input",
+            &input.to_string_lossy(),
+            "--data-dir",
+            &data_dir.to_string_lossy(),
+            "--node-name",
+            "n0",
+        ],
+    )
+}
+
+async fn wait_for_token(cluster: &Daemons, index: usize, name: &str) {
+    let start = Instant::now();
+    while !cluster.token_names(index).await.iter().any(|n| n == name) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "n{index} never saw token {name}\n{}",
+            cluster.log_tail(index)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_tokens_authenticate_over_tls_and_revocation_reaches_every_node() {
+    let cluster = Daemons::start(3, "");
+    let bootstrap = cluster.form().await;
+
+    // The bootstrap token works over TLS against every node, from another node's namespace.
+    for target in 0..3 {
+        let (status, output) = remote_token_list(&cluster, (target + 1) % 3, target, &bootstrap);
+        assert_eq!(status, 0, "n{target}: {output}");
+        assert!(output.contains("\"bootstrap\""), "{output}");
+    }
+    let (status, output) = remote_token_list(&cluster, 1, 0, &"0".repeat(64));
+    assert_eq!(status, 1);
+    assert!(output.contains("token_invalid"), "{output}");
+
+    let ci = cluster.issue_token(0, "ci").await.expect("issue");
+    for index in 0..3 {
+        wait_for_token(&cluster, index, "ci").await;
+    }
+    let (status, output) = remote_token_list(&cluster, 0, 2, &ci);
+    assert_eq!(status, 0, "{output}");
+
+    // Revoked through one node, refused by every node.
+    let (status, _, err) = cli(
+        &cluster,
+        1,
+        &[
+            "--socket",
+            &cluster.nodes[1].socket.to_string_lossy(),
+            "token",
+            "revoke",
+            "ci",
+        ],
+    );
+    assert_eq!(status, 0, "{err}");
+    for target in 0..3 {
+        let start = Instant::now();
+        loop {
+            let (status, output) = remote_token_list(&cluster, (target + 2) % 3, target, &ci);
+            if status == 1 && output.contains("token_revoked") {
+                break;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "n{target} still accepts the revoked token: {output}"
+            );
+        }
+    }
+
+    // Every mutation left an audit event with its identity, readable from any node.
+    let (status, out, err) = cli(
+        &cluster,
+        2,
+        &[
+            "--socket",
+            &cluster.nodes[2].socket.to_string_lossy(),
+            "audit",
+            "--type",
+            "token_issue,token_revoke,node_join",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(status, 0, "{err}");
+    let events: serde_json::Value = serde_json::from_str(&out).expect("audit json");
+    let events = events.as_array().expect("an array");
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(
+        types.iter().filter(|t| **t == "node_join").count(),
+        3,
+        "{out}"
+    );
+    assert!(
+        types.contains(&"token_issue") && types.contains(&"token_revoke"),
+        "{out}"
+    );
+    let (status, _, err) = cli(
+        &cluster,
+        2,
+        &[
+            "--socket",
+            &cluster.nodes[2].socket.to_string_lossy(),
+            "audit",
+            "--type",
+            "no_such_type",
+        ],
+    );
+    assert_eq!(status, 2, "unknown audit types are refused: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_answers_quorum_lost_serves_reads_and_catches_up_after_heal() {
+    let cluster = Daemons::start(3, "");
+    cluster.form().await;
+    let leader = cluster.leader(0).await;
+    let follower = (leader + 1) % 3;
+
+    // A cut-off follower: writes fail fast with quorum_lost, reads are served.
+    cluster.net.partition(follower);
+    let start = Instant::now();
+    let error = cluster
+        .issue_token(follower, "from-minority")
+        .await
+        .expect_err("a minority cannot commit");
+    let took = start.elapsed();
+    assert_eq!(error.code, Code::QuorumLost, "{}", error.render(true));
+    assert!(took < Duration::from_secs(5), "quorum_lost took {took:?}");
+    assert!(
+        cluster
+            .token_names(follower)
+            .await
+            .contains(&"bootstrap".to_owned())
+    );
+
+    // The majority keeps going; the follower catches up after the heal.
+    cluster
+        .issue_token(leader, "during-partition")
+        .await
+        .expect("the majority commits");
+    cluster.net.heal(follower);
+    wait_for_token(&cluster, follower, "during-partition").await;
+
+    // A cut-off leader also answers quorum_lost rather than hanging.
+    let leader = cluster.leader(follower).await;
+    cluster.net.partition(leader);
+    let start = Instant::now();
+    let error = cluster
+        .issue_token(leader, "from-old-leader")
+        .await
+        .expect_err("a partitioned leader must not commit a write");
+    assert!(
+        matches!(error.code, Code::QuorumLost | Code::NoLeader),
+        "{}",
+        error.render(true)
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    cluster.net.heal(leader);
+    let survivor = (leader + 1) % 3;
+    // Right after the heal the old leader may still hold its term without fresh acks, and
+    // answers quorum_lost until heartbeats (or an election) settle it.
+    let start = Instant::now();
+    while let Err(error) = cluster.issue_token(survivor, "after-heal").await {
+        assert!(
+            matches!(error.code, Code::QuorumLost | Code::NoLeader) && start.elapsed() < DEADLINE,
+            "writes not accepted after the heal: {}",
+            error.render(true)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for_token(&cluster, leader, "after-heal").await;
+    assert!(
+        !cluster
+            .token_names(leader)
+            .await
+            .contains(&"from-old-leader".to_owned()),
+        "a write refused on the minority must not appear later"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_and_a_full_restart() {
+    let mut cluster = Daemons::start(3, "");
+    cluster.form().await;
+    let leader = cluster.leader(0).await;
+    let writer = (leader + 1) % 3;
+
+    let mut acknowledged = Vec::new();
+    for i in 0..120 {
+        if i == 40 {
+            cluster.kill(leader);
+        }
+        let name = format!("w{i}");
+        if cluster.issue_token(writer, &name).await.is_ok() {
+            acknowledged.push(name);
+        }
+    }
+    assert!(
+        acknowledged.len() > 60,
+        "too few writes went through: {acknowledged:?}"
+    );
+
+    // Every node killed with SIGKILL and restarted.
+    for index in 0..3 {
+        cluster.kill(index);
+    }
+    for index in 0..3 {
+        cluster.launch(index);
+    }
+    cluster.leader(0).await;
+    for index in 0..3 {
+        for name in &acknowledged {
+            wait_for_token(&cluster, index, name).await;
+        }
+    }
+    let statuses = [
+        cluster.status(0).await.expect("status"),
+        cluster.status(1).await.expect("status"),
+        cluster.status(2).await.expect("status"),
+    ];
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.cluster_id == statuses[0].cluster_id && s.nodes.len() == 3)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_backup_holds_exactly_the_writes_before_it() {
+    let mut cluster = Daemons::start(1, "");
+    let (cluster_id, _) = cluster.init(0).await;
+    for name in ["before-1", "before-2"] {
+        cluster.issue_token(0, name).await.expect("issue");
+    }
+    let socket = cluster.nodes[0].socket.to_string_lossy().into_owned();
+    let file = cluster.dir().join("cluster.backup");
+    let (status, _, err) = cli(
+        &cluster,
+        0,
+        &["--socket", &socket, "backup", &file.to_string_lossy()],
+    );
+    assert_eq!(status, 0, "{err}");
+    assert!(audit_types(&cluster, 0).contains(&"backup_taken".to_owned()));
+    cluster.issue_token(0, "after").await.expect("issue");
+
+    // Restore refuses a corrupt file and a non-empty directory.
+    let corrupt = cluster.dir().join("corrupt.backup");
+    let mut bytes = std::fs::read(&file).expect("backup");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&corrupt, bytes).expect("write");
+    let data_dir = cluster.nodes[0].data_dir.clone();
+    let (status, _, err) = restore(&cluster, &corrupt, &data_dir);
+    assert_eq!(status, 1);
+    assert!(err.contains("validation_failed"), "{err}");
+    let (status, _, err) = restore(&cluster, &file, &data_dir);
+    assert_eq!(status, 1, "restoring over a live data dir must fail");
+    assert!(err.contains("not empty"), "{err}");
+
+    cluster.kill(0);
+    std::fs::rename(&data_dir, cluster.dir().join("n0.old")).expect("move aside");
+    let (status, out, err) = restore(&cluster, &file, &data_dir);
+    assert_eq!(status, 0, "{out}{err}");
+    cluster.launch(0);
+    let status = cluster
+        .wait_status(0, "the restored node leads", |s| s.leader == "n0")
+        .await;
+    assert_eq!(status.cluster_id, cluster_id);
+    let names = cluster.token_names(0).await;
+    assert!(names.contains(&"before-2".to_owned()), "{names:?}");
+    assert!(!names.contains(&"after".to_owned()), "{names:?}");
+    cluster
+        .issue_token(0, "after-restore")
+        .await
+        .expect("the restored node accepts writes");
+    // The restored node records the restore once it leads (the backup's own backup_taken event
+    // was committed after its snapshot, so it is not in it).
+    let start = Instant::now();
+    while !audit_types(&cluster, 0).contains(&"restore_completed".to_owned()) {
+        assert!(start.elapsed() < DEADLINE, "no restore_completed event");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The types of the audit events daemon `index` holds, oldest first.
+fn audit_types(cluster: &Daemons, index: usize) -> Vec<String> {
+    let socket = cluster.nodes[index].socket.to_string_lossy().into_owned();
+    let (status, out, err) = cli(
+        cluster,
+        index,
+        &["--socket", &socket, "audit", "-o", "json"],
+    );
+    assert_eq!(status, 0, "{err}");
+    let events: serde_json::Value = serde_json::from_str(&out).expect("audit json");
+    events
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|e| e["type"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_errors_carry_their_codes() {
+    let mut cluster = Daemons::start(3, "leader_wait_ms: 100\n");
+    // Not a member yet.
+    let error = cluster
+        .issue_token(1, "x")
+        .await
+        .expect_err("uninitialised");
+    assert_eq!(error.code, Code::ClusterUninitialized);
+    let status = cluster.status(1).await.expect("status answers before init");
+    assert!(!status.initialized);
+
+    cluster.init(0).await;
+    let socket0 = cluster.nodes[0].socket.to_string_lossy().into_owned();
+    let (status, _, err) = cli(&cluster, 0, &["--socket", &socket0, "cluster", "init"]);
+    assert_eq!(status, 1);
+    assert!(err.contains("cluster_already_initialized"), "{err}");
+
+    // Join tokens: garbage, wrong node, reuse.
+    let ca = cluster.nodes[0].data_dir.join("pki/ca.crt");
+    let join = |joiner: usize, token: &str| {
+        cli(
+            &cluster,
+            joiner,
+            &[
+                "--socket",
+                &cluster.nodes[joiner].socket.to_string_lossy(),
+                "--token",
+                token,
+                "--ca-cert",
+                &ca.to_string_lossy(),
+                "cluster",
+                "join",
+                "--peer",
+                &cluster.api_addr(0),
+            ],
+        )
+    };
+    let (status, _, err) = join(1, "jacojoin.nonsense");
+    assert_eq!(status, 1);
+    assert!(err.contains("join_token_invalid"), "{err}");
+    let issue = |node: &str| {
+        let (status, out, err) = cli(
+            &cluster,
+            0,
+            &[
+                "--socket",
+                &socket0,
+                "node",
+                "issue-join-token",
+                "--node-name",
+                node,
+                "--san",
+                &cluster
+                    .net
+                    .addr(node[1..].parse::<usize>().unwrap())
+                    .to_string(),
+                "-o",
+                "json",
+            ],
+        );
+        (status, out, err)
+    };
+    let (status, out, err) = issue("n2");
+    assert_eq!(status, 0, "{err}");
+    let token_n2 = serde_json::from_str::<serde_json::Value>(&out).expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let (status, _, err) = join(1, &token_n2);
+    assert_eq!(status, 1);
+    assert!(
+        err.contains("join_token_invalid"),
+        "a token for n2 must not admit n1: {err}"
+    );
+    let (status, _, err) = issue("n0");
+    assert_eq!(status, 1);
+    assert!(err.contains("node_already_member"), "{err}");
+
+    cluster.join(1, 0).await;
+    let (status, out, err) = issue("n2");
+    assert_eq!(status, 0, "{err}");
+    let fresh = serde_json::from_str::<serde_json::Value>(&out).expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let (status, _, err) = join(2, &fresh);
+    assert_eq!(status, 0, "{err}");
+    let (status, _, err) = join(2, &fresh);
+    assert_eq!(status, 1);
+    assert!(err.contains("node_already_member"), "{err}");
+    cluster.form_wait().await;
+
+    // An election in progress with a majority reachable: no_leader after the (short) wait.
+    let leader = cluster.leader(0).await;
+    let follower = (leader + 1) % 3;
+    cluster.kill(leader);
+    let mut saw_no_leader = false;
+    let start = Instant::now();
+    loop {
+        match cluster
+            .issue_token(follower, &format!("t{}", start.elapsed().as_millis()))
+            .await
+        {
+            Ok(_) => break,
+            Err(error) if error.code == Code::NoLeader => saw_no_leader = true,
+            Err(error) => panic!("unexpected: {}", error.render(true)),
+        }
+        assert!(start.elapsed() < DEADLINE, "no leader elected");
+    }
+    assert!(
+        saw_no_leader,
+        "a write during the election must answer no_leader"
+    );
+}

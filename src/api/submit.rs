@@ -27,6 +27,9 @@ pub const QUORUM_ACK_LIMIT: Duration = Duration::from_millis(1_000);
 /// How long one reachability probe of a peer may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
+/// How often a leader waiting for a write checks that it still hears from a quorum.
+const QUORUM_WATCH_EVERY: Duration = Duration::from_millis(100);
+
 /// A boxed future, for the object-safe [`Peers`] trait.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -134,6 +137,7 @@ impl<P: Peers> Submitter<P> {
                 match self.propose(&command, deadline).await {
                     Ok(result) => return Ok(result),
                     Err(Proposal::Forward | Proposal::TimedOut) => {}
+                    Err(Proposal::QuorumLost) => return Err(quorum_lost(&metrics)),
                     Err(Proposal::Failed(error)) => return Err(error),
                 }
             } else if let Some(leader) = leader_addr(&metrics) {
@@ -226,6 +230,7 @@ impl<P: Peers> Submitter<P> {
         match self.propose(&command, deadline).await {
             Ok(result) => Ok(result),
             Err(Proposal::Failed(error)) => Err(error),
+            Err(Proposal::QuorumLost) => Err(quorum_lost(&metrics)),
             Err(Proposal::Forward | Proposal::TimedOut) => Err(Error::new(
                 Code::NoLeader,
                 "this node is not the leader (any more); retry against the current leader",
@@ -241,7 +246,22 @@ impl<P: Peers> Submitter<P> {
     ) -> Result<CommandResult, Proposal> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let write = self.raft.client_write(Request(command.encode_to_vec()));
-        match tokio::time::timeout(remaining.max(Duration::from_millis(50)), write).await {
+        let written = tokio::time::timeout(remaining.max(Duration::from_millis(50)), write);
+        // A leader cut off from its followers keeps its role until its lease runs out; the
+        // write would wait for the whole deadline. Give up as soon as the quorum is stale.
+        let cut_off = async {
+            loop {
+                tokio::time::sleep(QUORUM_WATCH_EVERY).await;
+                if quorum_ack_too_old(&self.raft.metrics().borrow()) {
+                    break;
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = written => outcome,
+            () = cut_off => return Err(Proposal::QuorumLost),
+        };
+        match outcome {
             Err(_) => Err(Proposal::TimedOut),
             Ok(Ok(response)) => CommandResult::decode(response.data.0.as_slice()).map_err(|e| {
                 Proposal::Failed(Error::new(
@@ -308,6 +328,9 @@ enum Proposal {
     /// Leadership moved while proposing; the next round sees the new leader.
     Forward,
     TimedOut,
+    /// This leader has not heard from a quorum for [`QUORUM_ACK_LIMIT`]; the write may still
+    /// commit if the partition heals before a new leader is elected, but it is not acknowledged.
+    QuorumLost,
     Failed(Error),
 }
 

@@ -54,6 +54,13 @@ pub struct RestoreArgs {
         default_value = "/var/lib/jaco"
     )]
     pub data_dir: PathBuf,
+    /// Node to recreate: one of the backup's nodes (default: this machine's host name, which is
+    /// also the daemon's default node_name)
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Address the restored node advertises (default: the address the backup records for it)
+    #[arg(long, value_name = "HOST:PORT", value_parser = super::args::parse_server)]
+    pub advertise: Option<String>,
 }
 
 /// Runs `jaco backup`.
@@ -210,8 +217,44 @@ impl Written {
 }
 
 /// Runs `jaco restore`.
-pub fn restore(_args: &RestoreArgs, ctx: &mut Context<'_>) -> Result<(), Failure> {
-    Err(ctx.needs_daemon())
+pub fn restore(args: &RestoreArgs, ctx: &mut Context<'_>) -> Result<(), Failure> {
+    let bytes = std::fs::read(&args.input).map_err(|e| {
+        Error::new(
+            Code::ValidationFailed,
+            format!("cannot read {}: {e}", args.input.display()),
+        )
+        .with("reason", "unreadable_file")
+        .with("path", args.input.display())
+    })?;
+    let node_name = match &args.node_name {
+        Some(name) => name.clone(),
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let restored = runtime.block_on(crate::daemon::restore::restore(
+        &bytes,
+        &args.data_dir,
+        &node_name,
+        args.advertise.as_deref(),
+    ))?;
+    ctx.print(&restored, |r| {
+        format!(
+            "Restored cluster {} at raft index {} (term {}) into {} as node {}, its single \
+             voter advertised at {}.\nStart the daemon with this data directory; the other \
+             nodes of the backup stay in the node table until `jaco node remove`.\n",
+            r.cluster_id,
+            r.index,
+            r.term,
+            r.data_dir.display(),
+            r.node,
+            r.advertise
+        )
+    })
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ mod tests {
         assert!(
             metrics
                 .render()
-                .contains("jaco_apply_latency_seconds_count 1")
+                .contains("jaco_state_apply_latency_seconds_count 1")
         );
     }
 }

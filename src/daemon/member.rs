@@ -67,6 +67,7 @@ pub struct Member {
     pub submitter: Arc<Submitter<Arc<GrpcPeers>>>,
     /// Node-to-node calls.
     pub peers: Arc<GrpcPeers>,
+    metrics: Arc<Metrics>,
     fatal: FatalSignal,
     node: Mutex<Option<RaftNode>>,
 }
@@ -95,7 +96,7 @@ impl Member {
     ) -> Result<Arc<Member>, Error> {
         let id = node_id_from_name(&settings.name);
         let hub = WatchHub::new(DEFAULT_HISTORY, 0);
-        let core = Arc::new(RwLock::new(NodeCore::new(hub.clone(), metrics)));
+        let core = Arc::new(RwLock::new(NodeCore::new(hub.clone(), metrics.clone())));
         let endpoint = peer_endpoint(&identity);
         let network = GrpcNetwork::new(id, endpoint.clone());
         let node = RaftNode::start(
@@ -132,6 +133,7 @@ impl Member {
             hub,
             submitter,
             peers,
+            metrics,
             fatal: node.fatal().clone(),
             node: Mutex::new(Some(node)),
         }))
@@ -173,7 +175,12 @@ impl Member {
             request_id: crate::pki::hex(&rand::random::<[u8; 8]>()),
             kind: Some(kind),
         };
-        into_outcome(self.submitter.submit(command).await?)
+        let started = std::time::Instant::now();
+        let result = self.submitter.submit(command).await?;
+        self.metrics
+            .commit_latency
+            .observe(started.elapsed().as_secs_f64());
+        into_outcome(result)
     }
 
     /// Waits for a linearizable read point when `consistent`; a no-op otherwise.

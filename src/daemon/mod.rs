@@ -18,4 +18,5 @@ pub mod logging;
 pub mod member;
 pub mod metrics;
 pub mod reconcile;
+pub mod restore;
 pub mod run;

@@ -271,6 +271,10 @@ async fn run_member(
         }
     });
     let reconciler = tokio::spawn(reconcile::run(member.clone(), stop.clone()));
+    tokio::spawn(record_restore(
+        member.clone(),
+        context.settings.data_dir.clone(),
+    ));
     let mut raft_metrics = member.raft.metrics();
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     loop {
@@ -288,11 +292,46 @@ async fn run_member(
         }
     }
     let _ = reconciler.await;
-    match tls.await {
-        Ok(Err(error)) => {
-            let _ = fatal.send(error).await;
+    if let Ok(Err(error)) = tls.await {
+        let _ = fatal.send(error).await;
+    }
+}
+
+/// Records `restore_completed` once a restored node leads, then removes the restore's marker.
+async fn record_restore(member: Arc<Member>, data_dir: std::path::PathBuf) {
+    let Some(restored) = super::restore::pending_marker(&data_dir) else {
+        return;
+    };
+    let led = member
+        .raft
+        .wait(None)
+        .current_leader(member.id, "the restored node leads")
+        .await;
+    if led.is_err() {
+        return;
+    }
+    let event = crate::proto::v1::AuditEvent {
+        r#type: crate::proto::v1::AuditEventType::RestoreCompleted.into(),
+        payload: [
+            ("cluster_id".to_owned(), restored.cluster_id),
+            ("index".to_owned(), restored.index.to_string()),
+            ("node".to_owned(), restored.node),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let kind = crate::proto::v1::command::Kind::AppendAudit(crate::proto::v1::AppendAudit {
+        events: vec![event],
+    });
+    match member
+        .submit(&crate::api::auth::Identity::Local, kind)
+        .await
+    {
+        Ok(_) => super::restore::clear_marker(&data_dir),
+        // The marker stays: the next start records the event.
+        Err(error) => {
+            tracing::warn!(error = %error.render(true), "cannot record restore_completed")
         }
-        Ok(Ok(())) | Err(_) => {}
     }
 }
 

@@ -159,6 +159,16 @@ fn write_atomically(dir: &Path, bytes: &[u8]) -> Result<(), SnapshotFileError> {
     Ok(())
 }
 
+/// Writes `dir/snapshot.bin` for `meta` and `data` atomically (for `jaco restore`, which seeds a
+/// new data directory with a snapshot before raft ever runs there).
+pub fn write_snapshot_file(
+    dir: &Path,
+    meta: &SnapshotMeta,
+    data: &[u8],
+) -> Result<(), SnapshotFileError> {
+    write_atomically(dir, &encode_snapshot_file(meta, data)?)
+}
+
 /// Reads `dir/snapshot.bin`, `None` when there is none yet.
 fn read_file(dir: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>)>, SnapshotFileError> {
     let path = dir.join(SNAPSHOT_FILE);

@@ -194,6 +194,12 @@ impl Daemons {
         for joiner in 1..self.nodes.len() {
             self.join(joiner, 0).await;
         }
+        self.form_wait().await;
+        token
+    }
+
+    /// Waits until every daemon is a ready node and the voter count follows the policy.
+    pub async fn form_wait(&self) {
         let voters = match self.nodes.len() {
             n if n % 2 == 0 => n - 1,
             n => n.min(7),
@@ -210,7 +216,6 @@ impl Daemons {
                     == voters
         })
         .await;
-        token
     }
 
     /// Daemon `index`'s cluster status.
