@@ -73,18 +73,122 @@ async fn three_nodes_form_forward_and_survive_leader_loss() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_nodes_join_and_keep_five_voters() {
+async fn five_nodes_join_keep_five_voters_and_shrink_on_remove() {
     let cluster = Daemons::start(5, "");
     cluster.form().await;
     let status = cluster.status(4).await.expect("status");
     assert_eq!(status.nodes.len(), 5);
-    assert!(!status.leader.is_empty());
     let learners = status
         .nodes
         .iter()
         .filter(|n| n.raft_role() == pb::RaftRole::Learner)
         .count();
     assert_eq!(learners, 0, "{status:?}");
+
+    // Removing a node takes it out of raft; four members keep three voters.
+    let leader = cluster.leader(0).await;
+    let victim = (leader + 1) % 5;
+    let socket = cluster.nodes[leader].socket.to_string_lossy().into_owned();
+    let (code, _, err) = cli(
+        &cluster,
+        leader,
+        &[
+            "--socket",
+            &socket,
+            "node",
+            "remove",
+            &cluster.nodes[victim].name,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    cluster
+        .wait_status(leader, "four members, three voters, one learner", |s| {
+            let count =
+                |role: pb::RaftRole| s.nodes.iter().filter(|n| n.raft_role() == role).count();
+            s.nodes.len() == 4
+                && count(pb::RaftRole::Leader) + count(pb::RaftRole::Follower) == 3
+                && count(pb::RaftRole::Learner) == 1
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_changes_resumes_and_metrics_count_rpcs() {
+    use jaco::proto::v1::deploy_client::DeployClient;
+
+    let cluster = Daemons::start(3, "");
+    cluster.form().await;
+    let leader = cluster.leader(0).await;
+    let follower = (leader + 1) % 3;
+    let mut watch = DeployClient::new(cluster.local(follower).await)
+        .watch(pb::WatchRequest {
+            types: vec![pb::EntityType::OperatorToken as i32],
+            ..Default::default()
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    cluster.issue_token(leader, "watched").await.expect("issue");
+    let event = tokio::time::timeout(DEADLINE, watch.message())
+        .await
+        .expect("an event in time")
+        .expect("stream open")
+        .expect("a message");
+    let Some(pb::watch_response::Msg::Event(event)) = event.msg else {
+        panic!("expected an event, got {event:?}");
+    };
+    assert_eq!(event.r#type(), pb::EntityType::OperatorToken);
+    assert_eq!(event.key, "watched");
+    let Some(pb::entity::Entity::OperatorToken(token)) =
+        event.after.as_ref().and_then(|a| a.entity.clone())
+    else {
+        panic!("the event carries the token: {event:?}");
+    };
+    assert!(
+        token.sha256.is_empty(),
+        "watch must not carry the token hash"
+    );
+
+    // Resuming from before that revision replays it.
+    let mut resumed = DeployClient::new(cluster.local(follower).await)
+        .watch(pb::WatchRequest {
+            types: vec![pb::EntityType::OperatorToken as i32],
+            since_revision: event.revision - 1,
+            ..Default::default()
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let replayed = tokio::time::timeout(DEADLINE, resumed.message())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("a message");
+    assert!(
+        matches!(&replayed.msg, Some(pb::watch_response::Msg::Event(e)) if e.key == "watched"),
+        "{replayed:?}"
+    );
+
+    // /metrics on the leader counts the RPC and shows raft's position.
+    let output = cluster
+        .net
+        .command(leader, "python3")
+        .args([
+            "-c",
+            "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9100/metrics').read().decode())",
+        ])
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(r#"jaco_rpc_requests_total{method="/jaco.v1.Tokens/Issue",code="ok"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("jaco_raft_is_leader 1"), "{text}");
+    assert!(
+        text.contains("jaco_raft_commit_latency_seconds_count"),
+        "{text}"
+    );
 }
 
 /// Runs the real `jaco` CLI inside daemon `from`'s namespace; returns (exit status, stdout,
