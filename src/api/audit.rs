@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use super::context::{ApiContext, caller};
 use crate::daemon::member::Member;
-use crate::error::{Code, Error};
+use crate::error::Error;
 use crate::proto::v1 as pb;
 use crate::proto::v1::audit_server::Audit;
 use crate::state::{AuditFilter, WatchFilter};
@@ -33,20 +33,9 @@ impl AuditService {
     }
 }
 
-/// The event types of a request, refusing values outside the closed set.
+/// The event types of a request.
 pub fn event_types(values: &[i32]) -> Result<BTreeSet<pb::AuditEventType>, Error> {
-    values
-        .iter()
-        .map(|value| match pb::AuditEventType::try_from(*value) {
-            Ok(pb::AuditEventType::Unspecified) | Err(_) => Err(Error::new(
-                Code::ValidationFailed,
-                format!("{value} is not an audit event type"),
-            )
-            .with("field", "types")
-            .with("type", value)),
-            Ok(kind) => Ok(kind),
-        })
-        .collect()
+    super::context::closed_set(values, "types", "an audit event type")
 }
 
 fn identity_filter(identity: String) -> Option<String> {
@@ -140,6 +129,7 @@ async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Code;
 
     #[test]
     fn unknown_event_types_are_refused() {

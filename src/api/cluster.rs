@@ -73,15 +73,8 @@ pub fn nodes_now(member: &Member) -> (Vec<pb::Node>, u64) {
 }
 
 fn leader_name(metrics: &RaftMetrics) -> String {
-    metrics
-        .current_leader
-        .and_then(|id| {
-            metrics
-                .membership_config
-                .membership()
-                .get_node(&id)
-                .map(|n| n.name.clone())
-        })
+    crate::raft::leader_of(metrics)
+        .map(|node| node.name)
         .unwrap_or_default()
 }
 

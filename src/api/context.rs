@@ -6,6 +6,7 @@
 //! announced on a watch channel so that the daemon can start what a member runs (the TLS
 //! listener, the membership reconciler).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, MutexGuard, watch};
@@ -111,4 +112,23 @@ pub fn require_local(identity: &Identity, what: &str) -> Result<(), Error> {
         .with("identity", identity.audit_name())
         .with("reason", "local_socket_only"))
     }
+}
+
+/// The values of a repeated proto enum field, refusing `UNSPECIFIED` (0) and values outside
+/// the closed set with `validation_failed` naming `field`.
+pub fn closed_set<E>(values: &[i32], field: &str, what: &str) -> Result<BTreeSet<E>, Error>
+where
+    E: TryFrom<i32> + Ord,
+{
+    values
+        .iter()
+        .map(|value| match E::try_from(*value) {
+            Ok(kind) if *value != 0 => Ok(kind),
+            _ => Err(
+                Error::new(Code::ValidationFailed, format!("{value} is not {what}"))
+                    .with("field", field)
+                    .with("type", value),
+            ),
+        })
+        .collect()
 }

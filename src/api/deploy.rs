@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::context::{ApiContext, caller};
 use crate::daemon::member::Member;
-use crate::error::{Code, Error};
+use crate::error::Error;
 use crate::proto::v1 as pb;
 use crate::proto::v1::deploy_server::Deploy;
 use crate::state::WatchFilter;
@@ -41,18 +41,7 @@ fn later(rpc: &str) -> Status {
 
 /// The entity types of a watch request, refusing values outside the closed set.
 pub fn entity_types(values: &[i32]) -> Result<BTreeSet<pb::EntityType>, Error> {
-    values
-        .iter()
-        .map(|value| match pb::EntityType::try_from(*value) {
-            Ok(pb::EntityType::Unspecified) | Err(_) => Err(Error::new(
-                Code::ValidationFailed,
-                format!("{value} is not an entity type"),
-            )
-            .with("field", "types")
-            .with("type", value)),
-            Ok(kind) => Ok(kind),
-        })
-        .collect()
+    super::context::closed_set(values, "types", "an entity type")
 }
 
 fn to_response(message: WatchMessage) -> pb::WatchResponse {
@@ -179,6 +168,7 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Code;
 
     #[test]
     fn unknown_entity_types_are_refused() {

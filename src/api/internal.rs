@@ -59,16 +59,7 @@ impl<P: Peers> InternalService<P> {
     }
 
     fn leader_name(&self) -> String {
-        let metrics = self.raft.metrics().borrow().clone();
-        metrics
-            .current_leader
-            .and_then(|id| {
-                metrics
-                    .membership_config
-                    .membership()
-                    .get_node(&id)
-                    .cloned()
-            })
+        crate::raft::leader_of(&self.raft.metrics().borrow())
             .map(|node| node.name)
             .unwrap_or_default()
     }

@@ -334,16 +334,12 @@ enum Proposal {
     Failed(Error),
 }
 
+/// The leader to forward to: none when there is none or it is this node.
 fn leader_addr(metrics: &RaftMetrics) -> Option<NodeAddr> {
-    let leader = metrics.current_leader?;
-    if leader == metrics.id {
+    if metrics.current_leader == Some(metrics.id) {
         return None;
     }
-    metrics
-        .membership_config
-        .membership()
-        .get_node(&leader)
-        .cloned()
+    crate::raft::leader_of(metrics)
 }
 
 fn quorum_ack_too_old(metrics: &RaftMetrics) -> bool {

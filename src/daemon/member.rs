@@ -152,13 +152,7 @@ impl Member {
 
     /// The current leader's member entry, if a leader is known.
     pub fn leader(&self) -> Option<NodeAddr> {
-        let metrics = self.metrics();
-        let leader = metrics.current_leader?;
-        metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .cloned()
+        crate::raft::leader_of(&self.metrics())
     }
 
     /// Commits `kind` on behalf of `identity` and returns the state machine's outcome (a

@@ -55,7 +55,7 @@ pub use network::{
 pub use state_store::StateStore;
 pub use types::{
     NodeAddr, NodeId, Raft, RaftMetrics, Request, Response, StorageError, TypeConfig, id_collision,
-    members_by_id, node_id_from_name,
+    leader_of, members_by_id, node_id_from_name,
 };
 
 /// What the raft layer needs from the replicated state machine: opaque commands in, opaque results out.

@@ -113,6 +113,16 @@ impl fmt::Display for NodeAddr {
     }
 }
 
+/// The current leader's member entry as `metrics` know it, if a leader is known.
+pub fn leader_of(metrics: &RaftMetrics) -> Option<NodeAddr> {
+    let leader = metrics.current_leader?;
+    metrics
+        .membership_config
+        .membership()
+        .get_node(&leader)
+        .cloned()
+}
+
 /// The raft id of the node called `name`: the first 8 bytes of SHA-256(`name`), big-endian.
 ///
 /// Two names map to the same id with probability about 2^-64 per pair. Because raft would treat
