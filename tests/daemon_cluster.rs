@@ -665,3 +665,22 @@ async fn lifecycle_errors_carry_their_codes() {
         "a write during the election must answer no_leader"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_gracefully_and_a_restart_resumes_membership() {
+    let mut cluster = Daemons::start(1, "");
+    let (cluster_id, _) = cluster.init(0).await;
+    cluster.issue_token(0, "kept").await.expect("issue");
+    let status = cluster.terminate(0);
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        !cluster.nodes[0].socket.exists(),
+        "the daemon removes the socket it bound"
+    );
+    cluster.launch(0);
+    let status = cluster
+        .wait_status(0, "resumes as the leader", |s| s.leader == "n0")
+        .await;
+    assert_eq!(status.cluster_id, cluster_id);
+    assert!(cluster.token_names(0).await.contains(&"kept".to_owned()));
+}

@@ -130,6 +130,29 @@ impl Daemons {
         }
     }
 
+    /// Sends SIGTERM to daemon `index` and waits (up to [`DEADLINE`]) for it to exit; returns
+    /// its exit status.
+    pub fn terminate(&mut self, index: usize) -> std::process::ExitStatus {
+        let mut child = self.nodes[index].child.take().expect("running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "n{index} ignored SIGTERM\n{}",
+                self.log_tail(index)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The last lines of daemon `index`'s log.
     pub fn log_tail(&self, index: usize) -> String {
         let text = std::fs::read_to_string(&self.nodes[index].log).unwrap_or_default();
