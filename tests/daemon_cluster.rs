@@ -51,13 +51,24 @@ async fn three_nodes_form_forward_and_survive_leader_loss() {
         }
     }
     let status = cluster
-        .status(survivor)
-        .await
-        .expect("status from a survivor");
+        .wait_status(survivor, "the killed node is recorded unreachable", |s| {
+            s.nodes.iter().any(|n| {
+                n.name == cluster.nodes[leader].name
+                    && n.reachability() == pb::Reachability::Unreachable
+            })
+        })
+        .await;
     assert_ne!(status.leader, cluster.nodes[leader].name, "{status:?}");
 
-    // The killed node comes back and catches up.
+    // The killed node comes back, catches up and is reachable again.
     cluster.launch(leader);
+    cluster
+        .wait_status(survivor, "the restarted node is reachable again", |s| {
+            s.nodes
+                .iter()
+                .all(|n| n.reachability() == pb::Reachability::Reachable)
+        })
+        .await;
     let start = Instant::now();
     while !cluster
         .token_names(leader)

@@ -5,9 +5,11 @@
 //! signed); the reconciler then adds it to raft as a learner, promotes it once it has caught up
 //! (odd voter count, at most seven, one change at a time, via [`membership::next_change`]),
 //! marks it `ready`, and removes from raft the members that `node remove` took out of the
-//! table. [`plan`] is a pure function of the facts; [`run`] gathers them on the leader and
-//! performs one action per tick. This module must not change the node table itself except to
-//! mark a node ready.
+//! table. It also records each node's reachability as the leader's probes see it (unreachable
+//! after [`MISSES_BEFORE_UNREACHABLE`] failed probes in a row, reachable again on the first
+//! answer). [`plan`] and [`reachability_changes`] are pure functions of the facts; [`run`]
+//! gathers them on the leader and performs one membership action per tick. This module must
+//! not change the node table itself except to mark a node ready and record reachability.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -27,6 +29,9 @@ use crate::raft::{NodeAddr, NodeId, RaftMetrics};
 /// rare and one change per tick keeps them serial).
 pub const TICK: Duration = Duration::from_millis(500);
 
+/// Consecutive failed probes (one per tick) before a node is recorded unreachable.
+pub const MISSES_BEFORE_UNREACHABLE: u32 = 3;
+
 /// A learner within this many entries of the leader's last log index counts as caught up.
 pub const CAUGHT_UP_LAG: u64 = 100;
 
@@ -41,6 +46,8 @@ pub struct TableNode {
     pub raft_address: String,
     /// Still `joining` (not yet marked ready).
     pub joining: bool,
+    /// Recorded as reachable.
+    pub reachable: bool,
 }
 
 /// One raft member, as the leader sees it.
@@ -129,10 +136,34 @@ pub fn plan(facts: &Facts) -> Option<Action> {
         .map(|n| Action::MarkReady(n.name.clone()))
 }
 
+/// The reachability records to change, given this tick's probes of raft members and the
+/// running count of consecutive misses per node (updated here).
+pub fn reachability_changes(
+    facts: &Facts,
+    misses: &mut BTreeMap<NodeId, u32>,
+) -> Vec<(String, pb::Reachability)> {
+    let mut changes = Vec::new();
+    for node in &facts.table {
+        let Some(member) = facts.members.get(&node.id) else {
+            continue;
+        };
+        let missed = misses.entry(node.id).or_default();
+        *missed = if member.reachable { 0 } else { *missed + 1 };
+        if member.reachable && !node.reachable {
+            changes.push((node.name.clone(), pb::Reachability::Reachable));
+        } else if *missed >= MISSES_BEFORE_UNREACHABLE && node.reachable {
+            changes.push((node.name.clone(), pb::Reachability::Unreachable));
+        }
+    }
+    misses.retain(|id, _| facts.members.contains_key(id));
+    changes
+}
+
 /// Reconciles on this node while it leads, until `stop` changes.
 pub async fn run(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut misses = BTreeMap::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -140,6 +171,7 @@ pub async fn run(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
         }
         let metrics = member.metrics();
         if metrics.state != ServerState::Leader {
+            misses.clear();
             continue;
         }
         // One change at a time: wait while a joint configuration is being committed.
@@ -153,6 +185,9 @@ pub async fn run(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let facts = gather(&member, &metrics).await;
+        for (node, reachability) in reachability_changes(&facts, &mut misses) {
+            record_reachability(&member, node, reachability).await;
+        }
         let Some(action) = plan(&facts) else {
             continue;
         };
@@ -172,6 +207,7 @@ async fn gather(member: &Member, metrics: &RaftMetrics) -> Facts {
                 id: n.raft_id,
                 raft_address: n.raft_address.clone(),
                 joining: n.status() == pb::NodeStatus::Joining,
+                reachable: n.reachability() != pb::Reachability::Unreachable,
             })
             .collect()
     });
@@ -202,6 +238,20 @@ async fn gather(member: &Member, metrics: &RaftMetrics) -> Facts {
         leader: metrics.id,
         table,
         members,
+    }
+}
+
+async fn record_reachability(member: &Member, node: String, reachability: pb::Reachability) {
+    tracing::info!(%node, ?reachability, "node reachability changed");
+    let kind = pb::command::Kind::SetNodeReachability(pb::SetNodeReachability {
+        node,
+        reachability: reachability.into(),
+    });
+    if let Err(error) = member
+        .submit(&Identity::Node(member.name.clone()), kind)
+        .await
+    {
+        tracing::warn!(error = %error.render(true), "cannot record reachability; retrying next tick");
     }
 }
 
@@ -269,6 +319,7 @@ mod tests {
                 id: *id,
                 raft_address: format!("{name}:7000"),
                 joining: *joining,
+                reachable: true,
             })
             .collect()
     }
@@ -329,6 +380,30 @@ mod tests {
             ]),
         };
         assert_eq!(plan(&facts), Some(Action::Voters(Change::Promote(2))));
+    }
+
+    #[test]
+    fn reachability_flips_after_three_misses_and_back_on_one_answer() {
+        let mut facts = Facts {
+            leader: 1,
+            table: table(&[("a", 1, false), ("b", 2, false)]),
+            members: BTreeMap::from([(1, member("a", true, true)), (2, member("b", true, true))]),
+        };
+        let mut misses = BTreeMap::new();
+        assert!(reachability_changes(&facts, &mut misses).is_empty());
+        facts.members.get_mut(&2).expect("b").reachable = false;
+        assert!(reachability_changes(&facts, &mut misses).is_empty());
+        assert!(reachability_changes(&facts, &mut misses).is_empty());
+        assert_eq!(
+            reachability_changes(&facts, &mut misses),
+            vec![("b".to_owned(), pb::Reachability::Unreachable)]
+        );
+        facts.table[1].reachable = false;
+        facts.members.get_mut(&2).expect("b").reachable = true;
+        assert_eq!(
+            reachability_changes(&facts, &mut misses),
+            vec![("b".to_owned(), pb::Reachability::Reachable)]
+        );
     }
 
     #[test]
