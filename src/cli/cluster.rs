@@ -175,7 +175,7 @@ impl Initialized {
              hash is kept.\n\n{token}\n\n\
              The cluster CA certificate is <data_dir>/pki/ca.crt on every node \
              (/var/lib/jaco/pki/ca.crt by default): remote commands need it as --ca-cert, with \
-             --server {node}:7000 and this token.\n",
+             --server set to the address in the node's `advertise` (port 7000 by default) and this token.\n",
             cluster = self.cluster_id,
             node = self.node,
             name = self.token_name,
