@@ -258,6 +258,7 @@ async fn admission(
     request: pb::SignNodeCsrRequest,
 ) -> Result<pb::SignNodeCsrResponse, Error> {
     let mut failures = Vec::new();
+    let mut unverified = Vec::new();
     for peer in peers {
         let host = match server_name(peer) {
             Ok(name) => name.to_str().into_owned(),
@@ -279,6 +280,9 @@ async fn admission(
         let channel = match endpoint.connect().await {
             Ok(channel) => channel,
             Err(error) => {
+                if certificate_problem(&error) {
+                    unverified.push(peer.clone());
+                }
                 failures.push(format!("{peer}: {}", transport_error_text(&error)));
                 continue;
             }
@@ -296,12 +300,44 @@ async fn admission(
             Err(status) => return Err(Error::from_status(&status)),
         }
     }
+    if unverified.len() == peers.len() {
+        // Nothing was sent: the token stays valid.
+        return Err(Error::new(
+            Code::PermissionDenied,
+            format!(
+                "no peer's certificate verified against --ca-cert (a different cluster's CA, or \
+                 the dialled address is not among the names in the peer's certificate; dial an \
+                 address given with --san when its join token was issued): {}",
+                failures.join("; ")
+            ),
+        )
+        .with("reason", "peer_unverified")
+        .with("peers", peers.join(",")));
+    }
     Err(Error::new(
         Code::NoLeader,
         format!("no peer admitted this node: {}", failures.join("; ")),
     )
     .with("reason", "peers_unreachable")
     .with("peers", peers.join(",")))
+}
+
+/// Whether a connection failed because the peer's certificate did not verify.
+fn certificate_problem(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        let rustls_error = current.downcast_ref::<rustls::Error>().or_else(|| {
+            current
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if matches!(rustls_error, Some(rustls::Error::InvalidCertificate(_))) {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 /// The innermost cause of a transport error (TLS verification failures are nested).
@@ -404,5 +440,86 @@ async fn abandon(member: &Member, data_dir: &Path) {
     let raft_dir = data_dir.join("raft");
     if let Err(error) = std::fs::remove_dir_all(&raft_dir) {
         tracing::warn!(%error, dir = %raft_dir.display(), "could not remove the raft directory of a failed init/join");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::net::TcpListener;
+    use tokio_rustls::TlsAcceptor;
+
+    use super::*;
+    use crate::pki::ClientAuth;
+    use crate::pki::testing::identity;
+    use crate::pki::tls::server_config;
+
+    /// A TLS server on 127.0.0.1 presenting a node certificate of `ca` with `sans`; it completes
+    /// handshakes and then drops the connection.
+    async fn tls_peer(ca: &ClusterCa, sans: &[&str]) -> String {
+        let config = server_config(
+            &identity(ca, "node-a", sans, now_unix_ms()),
+            ClientAuth::Optional,
+        )
+        .expect("server config");
+        let acceptor = TlsAcceptor::from(Arc::clone(&config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = acceptor.accept(stream).await;
+            }
+        });
+        addr.to_string()
+    }
+
+    fn request() -> pb::SignNodeCsrRequest {
+        pb::SignNodeCsrRequest {
+            node_name: "node-b".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_from_another_ca_or_name_gets_no_token() {
+        let ours = ClusterCa::generate("ours").expect("ca");
+        let theirs = ClusterCa::generate("theirs").expect("ca");
+        let foreign = tls_peer(&theirs, &["127.0.0.1"]).await;
+        let misnamed = tls_peer(&ours, &["10.9.9.9"]).await;
+        for peer in [foreign, misnamed] {
+            let error = admission(std::slice::from_ref(&peer), ours.cert_pem(), request())
+                .await
+                .expect_err("unverified peer");
+            assert_eq!(error.code, Code::PermissionDenied, "{peer}: {error:?}");
+            assert_eq!(error.details["reason"], "peer_unverified");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_peer_is_no_leader_not_a_trust_failure() {
+        let ours = ClusterCa::generate("ours").expect("ca");
+        let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = closed.local_addr().expect("addr").to_string();
+        drop(closed);
+        let error = admission(&[addr], ours.cert_pem(), request())
+            .await
+            .expect_err("nobody listens");
+        assert_eq!(error.code, Code::NoLeader);
+        assert_eq!(error.details["reason"], "peers_unreachable");
+    }
+
+    #[test]
+    fn the_advertised_host_becomes_a_san_unless_it_is_the_name() {
+        assert_eq!(advertised_sans("node-a", "10.0.0.1:7000"), vec!["10.0.0.1"]);
+        assert_eq!(
+            advertised_sans("node-a", "node-a:7000"),
+            Vec::<String>::new()
+        );
+        assert_eq!(advertised_sans("node-a", "[::1]:7000"), vec!["::1"]);
+        assert_eq!(
+            advertised_sans("node-a", "node-a.example.com:7000"),
+            vec!["node-a.example.com"]
+        );
     }
 }
