@@ -38,18 +38,7 @@ async fn three_nodes_form_forward_and_survive_leader_loss() {
     // SIGKILL the leader: a new one is elected and writes are accepted again.
     cluster.kill(leader);
     let survivor = (leader + 1) % 3;
-    let start = Instant::now();
-    loop {
-        match cluster.issue_token(survivor, "after-kill").await {
-            Ok(_) => break,
-            Err(error) => assert!(
-                matches!(error.code, Code::NoLeader | Code::QuorumLost)
-                    && start.elapsed() < DEADLINE,
-                "writes never accepted again: {}",
-                error.render(true)
-            ),
-        }
-    }
+    let accepted = write_until_accepted(&cluster, survivor, "after-kill").await;
     let status = cluster
         .wait_status(survivor, "the killed node is recorded unreachable", |s| {
             s.nodes.iter().any(|n| {
@@ -70,11 +59,7 @@ async fn three_nodes_form_forward_and_survive_leader_loss() {
         })
         .await;
     let start = Instant::now();
-    while !cluster
-        .token_names(leader)
-        .await
-        .contains(&"after-kill".to_owned())
-    {
+    while !cluster.token_names(leader).await.contains(&accepted) {
         assert!(
             start.elapsed() < DEADLINE,
             "the restarted node never caught up"
@@ -200,6 +185,27 @@ async fn watch_streams_changes_resumes_and_metrics_count_rpcs() {
         text.contains("jaco_raft_commit_latency_seconds_count"),
         "{text}"
     );
+}
+
+/// Issues tokens named `<prefix>-<attempt>` through daemon `index` until one is accepted,
+/// allowing only `no_leader` and `quorum_lost` meanwhile; returns the accepted name. A fresh
+/// name per attempt, because a write refused with `reason: outcome_unknown` may have committed.
+async fn write_until_accepted(cluster: &Daemons, index: usize, prefix: &str) -> String {
+    let start = Instant::now();
+    for attempt in 0.. {
+        let name = format!("{prefix}-{attempt}");
+        match cluster.issue_token(index, &name).await {
+            Ok(_) => return name,
+            Err(error) => assert!(
+                matches!(error.code, Code::NoLeader | Code::QuorumLost)
+                    && start.elapsed() < DEADLINE,
+                "writes not accepted again: {}",
+                error.render(true)
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    unreachable!("the loop returns or panics")
 }
 
 /// Runs the real `jaco` CLI inside daemon `from`'s namespace; returns (exit status, stdout,
@@ -401,41 +407,39 @@ async fn a_minority_answers_quorum_lost_serves_reads_and_catches_up_after_heal()
     // A cut-off leader also answers quorum_lost rather than hanging.
     let leader = cluster.leader(follower).await;
     cluster.net.partition(leader);
+    // The first write may already be in the old leader's log when it notices: quorum_lost with
+    // `outcome: unknown`. Once it knows, a write is refused before it is appended.
     let start = Instant::now();
-    let error = cluster
-        .issue_token(leader, "from-old-leader")
+    let first = cluster
+        .issue_token(leader, "in-flight")
         .await
-        .expect_err("a partitioned leader must not commit a write");
-    assert!(
-        matches!(error.code, Code::QuorumLost | Code::NoLeader),
-        "{}",
-        error.render(true)
-    );
+        .expect_err("a partitioned leader must not acknowledge a write");
+    assert_eq!(first.code, Code::QuorumLost, "{}", first.render(true));
     assert!(
         start.elapsed() < Duration::from_secs(5),
         "{:?}",
         start.elapsed()
     );
+    let refused = cluster
+        .issue_token(leader, "refused")
+        .await
+        .expect_err("a partitioned leader must not acknowledge a write");
+    assert_eq!(refused.code, Code::QuorumLost, "{}", refused.render(true));
+    assert!(
+        !refused.details.contains_key("outcome"),
+        "{}",
+        refused.render(true)
+    );
     cluster.net.heal(leader);
     let survivor = (leader + 1) % 3;
     // Right after the heal the old leader may still hold its term without fresh acks, and
     // answers quorum_lost until heartbeats (or an election) settle it.
-    let start = Instant::now();
-    while let Err(error) = cluster.issue_token(survivor, "after-heal").await {
-        assert!(
-            matches!(error.code, Code::QuorumLost | Code::NoLeader) && start.elapsed() < DEADLINE,
-            "writes not accepted after the heal: {}",
-            error.render(true)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    wait_for_token(&cluster, leader, "after-heal").await;
+    let accepted = write_until_accepted(&cluster, survivor, "after-heal").await;
+    wait_for_token(&cluster, leader, &accepted).await;
+    let names = cluster.token_names(survivor).await;
     assert!(
-        !cluster
-            .token_names(leader)
-            .await
-            .contains(&"from-old-leader".to_owned()),
-        "a write refused on the minority must not appear later"
+        !names.contains(&"refused".to_owned()),
+        "a write refused before it was appended must never appear: {names:?}"
     );
 }
 

@@ -334,14 +334,16 @@ impl Peers for GrpcPeers {
     }
 }
 
-/// A transport failure towards `leader` (unavailable; with `timeouts`, also deadline exceeded)
-/// as `no_leader` with `reason: unreachable`, so the caller reassesses who leads; any other
-/// status as the error it carries.
-fn unreachable_or(leader: &NodeAddr, status: &Status, timeouts: bool) -> Error {
-    let transport = (status.code() == tonic::Code::Unavailable
-        || (timeouts && status.code() == tonic::Code::DeadlineExceeded))
-        && status.details().is_empty();
-    if transport {
+/// A failure towards `leader`: an error envelope as the error it carries; a refused connection,
+/// or any transport failure of an `idempotent` call, as `no_leader` with `reason: unreachable`,
+/// so that the caller reassesses who leads; any other transport failure of a write as
+/// `no_leader` with `reason: outcome_unknown`, which is not retried automatically.
+fn unreachable_or(leader: &NodeAddr, status: &Status, idempotent: bool) -> Error {
+    if !status.details().is_empty() {
+        // The leader answered with our envelope: its error is the answer.
+        return Error::from_status(status);
+    }
+    if idempotent || status.code() == tonic::Code::Unavailable {
         Error::new(
             Code::NoLeader,
             format!(
@@ -352,6 +354,17 @@ fn unreachable_or(leader: &NodeAddr, status: &Status, timeouts: bool) -> Error {
         )
         .with("reason", "unreachable")
     } else {
-        Error::from_status(status)
+        // The connection broke (or timed out) after the leader received the write: it may or
+        // may not commit. Say so instead of retrying it or calling it a bug.
+        Error::new(
+            Code::NoLeader,
+            format!(
+                "lost leader {} while it handled the write ({}); the write may or may not have \
+                 been applied: check before retrying",
+                leader.name,
+                status.message()
+            ),
+        )
+        .with("reason", "outcome_unknown")
     }
 }

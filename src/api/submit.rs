@@ -137,7 +137,7 @@ impl<P: Peers> Submitter<P> {
                 match self.propose(&command, deadline).await {
                     Ok(result) => return Ok(result),
                     Err(Proposal::Forward | Proposal::TimedOut) => {}
-                    Err(Proposal::QuorumLost) => return Err(quorum_lost(&metrics)),
+                    Err(Proposal::QuorumLost) => return Err(quorum_lost_in_flight(&metrics)),
                     Err(Proposal::Failed(error)) => return Err(error),
                 }
             } else if let Some(leader) = leader_addr(&metrics) {
@@ -230,7 +230,7 @@ impl<P: Peers> Submitter<P> {
         match self.propose(&command, deadline).await {
             Ok(result) => Ok(result),
             Err(Proposal::Failed(error)) => Err(error),
-            Err(Proposal::QuorumLost) => Err(quorum_lost(&metrics)),
+            Err(Proposal::QuorumLost) => Err(quorum_lost_in_flight(&metrics)),
             Err(Proposal::Forward | Proposal::TimedOut) => Err(Error::new(
                 Code::NoLeader,
                 "this node is not the leader (any more); retry against the current leader",
@@ -357,10 +357,23 @@ fn quorum_lost(metrics: &RaftMetrics) -> Error {
     .with("term", metrics.current_term)
 }
 
+/// `quorum_lost` for a write this leader had already appended when it noticed: it is not
+/// acknowledged, but commits after all if the partition heals before another leader is elected.
+fn quorum_lost_in_flight(metrics: &RaftMetrics) -> Error {
+    let mut error = quorum_lost(metrics).with("outcome", "unknown");
+    error.message.push_str(
+        "; this write was already in this leader's log and may still be applied if the \
+         partition heals quickly: check before retrying",
+    );
+    error
+}
+
 /// Errors that mean "the leader moved or vanished", after which the write is reassessed.
 fn retryable(error: &Error) -> bool {
-    matches!(error.code, Code::NoLeader)
-        || error.details.get("reason").map(String::as_str) == Some("unreachable")
+    let reason = error.details.get("reason").map(String::as_str);
+    // A write whose outcome is unknown must not be proposed twice.
+    reason != Some("outcome_unknown")
+        && (error.code == Code::NoLeader || reason == Some("unreachable"))
 }
 
 #[cfg(test)]
