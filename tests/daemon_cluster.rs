@@ -699,3 +699,60 @@ async fn sigterm_stops_gracefully_and_a_restart_resumes_membership() {
     assert_eq!(status.cluster_id, cluster_id);
     assert!(cluster.token_names(0).await.contains(&"kept".to_owned()));
 }
+
+/// A size-limited tmpfs mounted over a directory for the life of the value (unmounted even
+/// when the test fails).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, size: &str) -> Tmpfs {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount tmpfs on {}", path.display());
+        Tmpfs(path.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_error_makes_the_daemon_exit_non_zero() {
+    // A 128 KiB file system under the data directory, mounted before the daemon starts (it
+    // runs in its own mount namespace), so that the raft log runs out of space after a few
+    // hundred writes.
+    let mut cluster = Daemons::prepare(1, "");
+    let _disk = Tmpfs::mount(&cluster.nodes[0].data_dir, "128k");
+    cluster.launch(0);
+    cluster.init(0).await;
+    let mut failed = None;
+    for i in 0..5_000 {
+        if let Err(error) = cluster.issue_token(0, &format!("fill-{i}")).await {
+            failed = Some(error);
+            break;
+        }
+    }
+    let error = failed.expect("the disk fills up");
+    assert_eq!(error.code, Code::Internal, "{}", error.render(true));
+    let status = cluster.wait_exit(0);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "{status:?}\n{}",
+        cluster.log_tail(0)
+    );
+    assert!(
+        cluster.log_tail(0).contains("raft storage failed"),
+        "{}",
+        cluster.log_tail(0)
+    );
+}

@@ -56,6 +56,16 @@ impl Daemons {
     /// Starts `count` daemons, none of them part of a cluster yet. `extra` is appended to every
     /// daemon.yaml (e.g. `leader_wait_ms: 200`).
     pub fn start(count: usize, extra: &str) -> Daemons {
+        let mut daemons = Self::prepare(count, extra);
+        for index in 0..count {
+            daemons.launch(index);
+        }
+        daemons
+    }
+
+    /// Like [`Daemons::start`], but launches nothing: each daemon's data directory exists
+    /// (empty) and [`Daemons::launch`] starts it.
+    pub fn prepare(count: usize, extra: &str) -> Daemons {
         let net = TestNet::create(count);
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = Vec::new();
@@ -83,11 +93,10 @@ impl Daemons {
                 child: None,
             });
         }
-        let mut daemons = Daemons { net, nodes, dir };
-        for index in 0..count {
-            daemons.launch(index);
+        for node in &nodes {
+            std::fs::create_dir_all(&node.data_dir).expect("create data dir");
         }
-        daemons
+        Daemons { net, nodes, dir }
     }
 
     /// (Re)starts daemon `index` and waits for its control socket to answer.
@@ -130,27 +139,34 @@ impl Daemons {
         }
     }
 
-    /// Sends SIGTERM to daemon `index` and waits (up to [`DEADLINE`]) for it to exit; returns
-    /// its exit status.
-    pub fn terminate(&mut self, index: usize) -> std::process::ExitStatus {
+    /// Waits (up to [`DEADLINE`]) for daemon `index` to exit by itself; returns its status.
+    pub fn wait_exit(&mut self, index: usize) -> std::process::ExitStatus {
         let mut child = self.nodes[index].child.take().expect("running");
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
         let start = Instant::now();
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "n{index} ignored SIGTERM\n{}",
-                self.log_tail(index)
-            );
+            if start.elapsed() >= DEADLINE {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("n{index} did not exit\n{}", self.log_tail(index));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends SIGTERM to daemon `index` and waits (up to [`DEADLINE`]) for it to exit; returns
+    /// its exit status.
+    pub fn terminate(&mut self, index: usize) -> std::process::ExitStatus {
+        let child = self.nodes[index].child.take().expect("running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        self.nodes[index].child = Some(child);
+        self.wait_exit(index)
     }
 
     /// The last lines of daemon `index`'s log.
