@@ -24,5 +24,6 @@ pub mod manifest;
 pub mod pki;
 pub mod proto;
 pub mod raft;
+pub mod runtime;
 pub mod state;
 pub mod yaml;
