@@ -91,25 +91,23 @@ where
         let started = Instant::now();
         let path = request.uri().path().to_owned();
         let metrics = self.context.metrics.clone();
-        let decided = self.identify(&request, &path);
-        let response = match decided {
-            Ok(identity) => {
-                if let Some(identity) = identity {
-                    request.extensions_mut().insert(identity);
-                }
-                // The clone is the ready one's twin (tower's usual take-the-ready-service dance).
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                Some(inner.call(request))
-            }
+        let identity = match self.identify(&request, &path) {
+            Ok(identity) => identity,
             Err(error) => {
                 metrics.observe_rpc(&path, error.code.as_str(), started.elapsed().as_secs_f64());
                 let refusal = tonic::Status::from(error).into_http::<Body>();
                 return Box::pin(async move { Ok(refusal) });
             }
         };
+        if let Some(identity) = identity {
+            request.extensions_mut().insert(identity);
+        }
+        // Call the service that was polled ready and keep its clone for the next call (tower's
+        // usual take-the-ready-service dance).
+        let clone = self.inner.clone();
+        let response = std::mem::replace(&mut self.inner, clone).call(request);
         Box::pin(async move {
-            let response = response.expect("set above").await?;
+            let response = response.await?;
             let code = response_code(response.headers());
             metrics.observe_rpc(&path, &code, started.elapsed().as_secs_f64());
             Ok(response)
