@@ -53,8 +53,6 @@ pub struct Member {
     pub name: String,
     /// This node's raft id.
     pub id: NodeId,
-    /// The address peers and CLIs dial.
-    pub advertise: String,
     /// Key, certificate and CA.
     pub identity: NodeIdentity,
     /// The openraft handle.
@@ -126,7 +124,6 @@ impl Member {
         Ok(Arc::new(Member {
             name: settings.name.clone(),
             id,
-            advertise: settings.advertise.clone(),
             identity,
             raft,
             core,

@@ -79,8 +79,13 @@ pub struct Facts {
 pub enum Action {
     /// Add an admitted node to raft as a learner.
     AddLearner(NodeId, NodeAddr),
-    /// Take a removed node out of raft (voter and member entry).
-    Remove(NodeId),
+    /// Take a removed node out of raft.
+    Remove {
+        /// The node.
+        id: NodeId,
+        /// It is a voter (removed from the voters, its entry with it), else a learner.
+        voter: bool,
+    },
     /// Promote or demote per the voter policy.
     Voters(Change),
     /// Mark a node that is now a caught-up member `ready`.
@@ -113,7 +118,10 @@ pub fn plan(facts: &Facts) -> Option<Action> {
         .collect();
     departed.sort_by_key(|id| *id == facts.leader);
     if let Some(id) = departed.first() {
-        return Some(Action::Remove(*id));
+        return Some(Action::Remove {
+            id: *id,
+            voter: facts.members[id].voter,
+        });
     }
     let members: Vec<membership::Member> = facts
         .members
@@ -263,15 +271,8 @@ async fn perform(member: &Member, action: Action) -> Result<(), String> {
             .await
             .map(drop)
             .map_err(|e| e.to_string()),
-        Action::Remove(id) => {
-            let change = if raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .any(|v| v == id)
-            {
+        Action::Remove { id, voter } => {
+            let change = if voter {
                 ChangeMembers::RemoveVoters(BTreeSet::from([id]))
             } else {
                 ChangeMembers::RemoveNodes(BTreeSet::from([id]))
@@ -417,11 +418,14 @@ mod tests {
                 (3, member("c", true, true)),
             ]),
         };
-        assert_eq!(plan(&facts), Some(Action::Remove(2)));
+        assert_eq!(plan(&facts), Some(Action::Remove { id: 2, voter: true }));
         let only_leader = Facts {
             members: BTreeMap::from([(1, member("a", true, true)), (3, member("c", true, true))]),
             ..facts
         };
-        assert_eq!(plan(&only_leader), Some(Action::Remove(1)));
+        assert_eq!(
+            plan(&only_leader),
+            Some(Action::Remove { id: 1, voter: true })
+        );
     }
 }
