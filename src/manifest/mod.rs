@@ -23,6 +23,7 @@ mod resolve;
 pub mod spec;
 pub mod support;
 mod units;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

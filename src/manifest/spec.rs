@@ -559,10 +559,16 @@ pub struct FileMount {
 /// The SHA-256 (hex) over the canonical JSON of a container spec: object keys sorted, no
 /// whitespace. Formatting, comments and key order of the source do not matter.
 pub fn spec_hash(container: &ContainerSpec) -> String {
+    hex(&Sha256::digest(canonical_json(container).as_bytes()))
+}
+
+/// The canonical JSON of a container spec (object keys sorted, no whitespace): what
+/// [`spec_hash`] covers and what the replicated state records next to the hash.
+pub fn canonical_json(container: &ContainerSpec) -> String {
     let value = serde_json::to_value(container).expect("container specs serialise");
     let mut canonical = String::new();
     write_canonical(&value, &mut canonical);
-    hex(&Sha256::digest(canonical.as_bytes()))
+    canonical
 }
 
 fn write_canonical(value: &serde_json::Value, out: &mut String) {
