@@ -25,5 +25,6 @@ pub mod pki;
 pub mod proto;
 pub mod raft;
 pub mod runtime;
+pub mod scheduler;
 pub mod state;
 pub mod yaml;

@@ -1,9 +1,11 @@
-//! The `Deploy` gRPC service. In this build only `Watch` is served: a stream of committed state
-//! changes by entity type, resumable from a revision, with a resync message when the stream
-//! lost events (overflow, compaction, a snapshot install). The other RPCs arrive with the
-//! runtime and answer `unimplemented` until then; none of them pretends.
+//! The `Deploy` gRPC service: apply, rollback and delete commit through raft after the daemon
+//! re-validates the documents (it never trusts the CLI); status and get read local state (or a
+//! linearizable read point) through `deploy_view`; watch streams committed state changes by
+//! entity type, resumable from a revision, with a resync message when the stream lost events.
+//! Dry runs compute the same checks and diff on a copy of the state and commit nothing.
 //!
-//! This module must not change state.
+//! This module must not change state except through raft commands, and must not put secret
+//! or config contents anywhere but the command that stores them.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,12 +15,18 @@ use tokio::sync::mpsc;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::Identity;
 use super::context::{ApiContext, caller};
+use super::deploy_view;
 use crate::daemon::member::Member;
-use crate::error::Error;
+use crate::error::{Code, Error};
+use crate::manifest::{self, spec::FileObject, wire};
 use crate::proto::v1 as pb;
+use crate::proto::v1::command::Kind;
+use crate::proto::v1::command_result::Outcome;
 use crate::proto::v1::deploy_server::Deploy;
 use crate::state::WatchFilter;
+use crate::state::into_outcome;
 use crate::state::watch::{Subscription, WatchMessage};
 
 /// The `Deploy` service.
@@ -34,9 +42,7 @@ impl DeployService {
 }
 
 fn later(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "Deploy.{rpc} is not available in this build; it arrives with the runtime (deployments on Docker)"
-    ))
+    Status::unimplemented(format!("Deploy.{rpc} is not available in this build yet"))
 }
 
 /// The entity types of a watch request, refusing values outside the closed set.
@@ -57,41 +63,232 @@ fn to_response(message: WatchMessage) -> pb::WatchResponse {
     pb::WatchResponse { msg: Some(msg) }
 }
 
+/// Validates the documents of an apply (never trusting the CLI) and builds the command, with
+/// the warnings for the operator.
+fn apply_command(
+    member: &Member,
+    request: &pb::ApplyRequest,
+) -> Result<(pb::ApplyDeployment, Vec<String>), Error> {
+    let objects = objects(&request.blobs)?;
+    let resolved = manifest::resolve_documents(&request.jaco_yaml, &request.compose_yaml, objects)
+        .map_err(first_of)?;
+    let members: Vec<String> = member.read(|state| state.nodes().map(|n| n.name.clone()).collect());
+    if let Some(error) = manifest::check_hosts(&resolved, &members)
+        .into_iter()
+        .next()
+    {
+        return Err(error);
+    }
+    let spec = wire::deployment_spec(&resolved, &request.jaco_yaml, &request.compose_yaml);
+    let blobs = request
+        .blobs
+        .iter()
+        .map(|blob| pb::ContentBlob {
+            kind: blob.kind,
+            deployment: resolved.deployment_name().to_owned(),
+            name: blob.name.clone(),
+            content: blob.content.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let warnings = resolved.warnings.iter().map(ToString::to_string).collect();
+    let command = pb::ApplyDeployment {
+        deployment: resolved.deployment_name().to_owned(),
+        spec: Some(spec),
+        blobs,
+        expected_revision: request.expected_revision,
+        privileged_services: wire::privileged_services(&resolved),
+    };
+    Ok((command, warnings))
+}
+
+/// The secret and config contents sent with an apply, as the manifest pipeline takes them.
+fn objects(blobs: &[pb::BlobContent]) -> Result<manifest::Objects, Error> {
+    let mut objects = manifest::Objects::default();
+    for blob in blobs {
+        let object = FileObject::new(blob.content.clone());
+        match pb::BlobKind::try_from(blob.kind) {
+            Ok(pb::BlobKind::Secret) => objects.secrets.insert(blob.name.clone(), object),
+            Ok(pb::BlobKind::Config) => objects.configs.insert(blob.name.clone(), object),
+            _ => {
+                return Err(Error::new(
+                    Code::ValidationFailed,
+                    format!("blob {} has no kind (secret or config)", blob.name),
+                )
+                .with("field", "blobs.kind")
+                .with("blob", &blob.name));
+            }
+        };
+    }
+    Ok(objects)
+}
+
+/// The first problem of a manifest, telling how many more there are (`jaco validate` lists
+/// them all).
+fn first_of(errors: Vec<Error>) -> Error {
+    let more = errors.len().saturating_sub(1);
+    let mut errors = errors.into_iter();
+    let first = errors
+        .next()
+        .unwrap_or_else(|| Error::new(Code::ValidationFailed, "the manifest is not valid"));
+    if more == 0 {
+        first
+    } else {
+        let message = format!(
+            "{} (and {more} more problems; run `jaco validate`)",
+            first.message
+        );
+        Error { message, ..first }.with("more_problems", more)
+    }
+}
+
+/// What a command would do, computed on a copy of the local state: the same checks and diff
+/// as a commit, and nothing committed.
+fn preview(member: &Member, identity: &Identity, kind: &Kind) -> Result<Outcome, Error> {
+    let command = pb::Command {
+        identity: identity.audit_name(),
+        time_unix_ms: crate::pki::now_unix_ms(),
+        origin_node: member.name.clone(),
+        request_id: String::new(),
+        kind: Some(kind.clone()),
+    };
+    let result = member.read(|state| {
+        let mut copy = state.clone();
+        copy.apply(state.last_applied_index() + 1, &command).0
+    });
+    into_outcome(result)
+}
+
+fn unexpected(deployment: &str) -> Error {
+    Error::new(
+        Code::Internal,
+        "the state machine answered with another outcome",
+    )
+    .with("deployment", deployment)
+}
+
 #[tonic::async_trait]
 impl Deploy for DeployService {
     async fn apply(
         &self,
-        _request: Request<pb::ApplyRequest>,
+        request: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
-        Err(later("Apply"))
+        let identity = caller(&request)?;
+        let member = self.context.member()?;
+        let request = request.into_inner();
+        let (command, warnings) = apply_command(&member, &request)?;
+        let deployment = command.deployment.clone();
+        let kind = Kind::ApplyDeployment(command);
+        let (state_revision, outcome) = if request.dry_run {
+            (0, preview(&member, &identity, &kind)?)
+        } else {
+            member.submit_indexed(&identity, kind).await?
+        };
+        let Outcome::ApplyDeployment(result) = outcome else {
+            return Err(unexpected(&deployment).into());
+        };
+        let diff = result.diff.unwrap_or_default();
+        let rollouts_started = diff
+            .services
+            .iter()
+            .filter(|s| s.starts_rollout)
+            .map(|s| s.service.clone())
+            .collect();
+        Ok(Response::new(pb::ApplyResponse {
+            deployment: result.deployment,
+            revision: result.revision,
+            previous_revision: result.previous_revision,
+            diff: Some(diff),
+            rollouts_started,
+            warnings,
+            state_revision,
+            dry_run: request.dry_run,
+        }))
     }
 
     async fn status(
         &self,
-        _request: Request<pb::DeployStatusRequest>,
+        request: Request<pb::DeployStatusRequest>,
     ) -> Result<Response<pb::DeployStatusResponse>, Status> {
-        Err(later("Status"))
+        caller(&request)?;
+        let member = self.context.member()?;
+        let request = request.into_inner();
+        member.read_barrier(request.consistent).await?;
+        let deployment = Some(request.deployment.as_str()).filter(|d| !d.is_empty());
+        let service = Some(request.service.as_str()).filter(|s| !s.is_empty());
+        let answer = member.read(|state| deploy_view::status(state, deployment, service))?;
+        Ok(Response::new(answer))
     }
 
     async fn get(
         &self,
-        _request: Request<pb::GetRequest>,
+        request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        Err(later("Get"))
+        let identity = caller(&request)?;
+        let member = self.context.member()?;
+        let request = request.into_inner();
+        let query = request.query.ok_or_else(|| {
+            Error::new(Code::ValidationFailed, "get needs a query").with("field", "query")
+        })?;
+        member.read_barrier(request.consistent).await?;
+        let may_unmask = !matches!(identity, Identity::Node(_));
+        let (result, revision) = member.read(|state| {
+            deploy_view::get(state, &query, may_unmask).map(|r| (r, state.revision()))
+        })?;
+        Ok(Response::new(pb::GetResponse {
+            result: Some(result),
+            revision,
+        }))
     }
 
     async fn rollback(
         &self,
-        _request: Request<pb::RollbackRequest>,
+        request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::RollbackResponse>, Status> {
-        Err(later("Rollback"))
+        let identity = caller(&request)?;
+        let member = self.context.member()?;
+        let request = request.into_inner();
+        let kind = Kind::RollbackDeployment(pb::RollbackDeployment {
+            deployment: request.deployment.clone(),
+            expected_revision: request.expected_revision,
+        });
+        let (state_revision, outcome) = if request.dry_run {
+            (0, preview(&member, &identity, &kind)?)
+        } else {
+            member.submit_indexed(&identity, kind).await?
+        };
+        let Outcome::RollbackDeployment(result) = outcome else {
+            return Err(unexpected(&request.deployment).into());
+        };
+        Ok(Response::new(pb::RollbackResponse {
+            deployment: result.deployment,
+            revision: result.revision,
+            rolled_back_to: result.rolled_back_to,
+            diff: result.diff,
+            state_revision,
+        }))
     }
 
     async fn delete(
         &self,
-        _request: Request<pb::DeleteRequest>,
+        request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        Err(later("Delete"))
+        let identity = caller(&request)?;
+        let member = self.context.member()?;
+        let request = request.into_inner();
+        let kind = Kind::DeleteDeployment(pb::DeleteDeployment {
+            deployment: request.deployment.clone(),
+            keep_volumes: request.keep_volumes,
+        });
+        let (state_revision, outcome) = member.submit_indexed(&identity, kind).await?;
+        let Outcome::DeleteDeployment(result) = outcome else {
+            return Err(unexpected(&request.deployment).into());
+        };
+        Ok(Response::new(pb::DeleteResponse {
+            deployment: result.deployment,
+            last_revision: result.last_revision,
+            state_revision,
+        }))
     }
 
     type LogsStream = BoxStream<pb::LogsResponse>;

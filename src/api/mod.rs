@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cluster;
 pub mod context;
 pub mod deploy;
+pub mod deploy_view;
 pub mod edge;
 pub mod internal;
 pub mod listen;

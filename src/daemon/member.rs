@@ -159,6 +159,18 @@ impl Member {
         identity: &Identity,
         kind: pb::command::Kind,
     ) -> Result<Outcome, Error> {
+        self.submit_indexed(identity, kind)
+            .await
+            .map(|(_, outcome)| outcome)
+    }
+
+    /// Like [`Member::submit`], also returning the raft index the command committed at (the
+    /// state revision a watcher follows convergence from).
+    pub async fn submit_indexed(
+        &self,
+        identity: &Identity,
+        kind: pb::command::Kind,
+    ) -> Result<(u64, Outcome), Error> {
         let command = pb::Command {
             identity: identity.audit_name(),
             time_unix_ms: crate::pki::now_unix_ms(),
@@ -171,7 +183,8 @@ impl Member {
         self.metrics
             .commit_latency
             .observe(started.elapsed().as_secs_f64());
-        into_outcome(result)
+        let index = result.index;
+        into_outcome(result).map(|outcome| (index, outcome))
     }
 
     /// Waits for a linearizable read point when `consistent`; a no-op otherwise.

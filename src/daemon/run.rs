@@ -225,7 +225,7 @@ async fn resume(
     Member::start(settings, identity, metrics).await.map(Some)
 }
 
-/// Once this node is a member: serves the TLS API, runs the reconciler, samples raft metrics
+/// Once this node is a member: serves the TLS API, runs the reconciler and the scheduler, samples raft metrics
 /// and reports a fatal raft error.
 async fn run_member(
     context: Arc<ApiContext>,
@@ -271,6 +271,7 @@ async fn run_member(
         }
     });
     let reconciler = tokio::spawn(reconcile::run(member.clone(), stop.clone()));
+    let scheduler = tokio::spawn(crate::scheduler::run(member.clone(), stop.clone()));
     tokio::spawn(record_restore(
         member.clone(),
         context.settings.data_dir.clone(),
@@ -292,6 +293,7 @@ async fn run_member(
         }
     }
     let _ = reconciler.await;
+    let _ = scheduler.await;
     if let Ok(Err(error)) = tls.await {
         let _ = fatal.send(error).await;
     }

@@ -52,7 +52,7 @@ mod ipam;
 mod replicas;
 mod snapshot;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
 mod upgrade;
