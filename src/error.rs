@@ -262,13 +262,20 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The wire envelope of this error.
+    pub fn to_proto(&self) -> crate::proto::v1::Error {
+        crate::proto::v1::Error {
+            code: self.code.as_str().to_owned(),
+            message: self.message.clone(),
+            details: self.details.clone().into_iter().collect(),
+        }
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
-        let envelope = crate::proto::v1::Error {
-            code: error.code.as_str().to_owned(),
-            message: error.message.clone(),
-            details: error.details.into_iter().collect(),
-        };
+        let envelope = error.to_proto();
         tonic::Status::with_details(
             error.code.grpc_code(),
             error.message,

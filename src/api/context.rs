@@ -7,7 +7,7 @@
 //! listener, the membership reconciler).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{Mutex, MutexGuard, watch};
 use tonic::{Request, Status};
@@ -16,6 +16,7 @@ use super::auth::Identity;
 use crate::daemon::member::{Member, MemberSettings};
 use crate::daemon::metrics::Metrics;
 use crate::error::{Code, Error};
+use crate::runtime::Runtime;
 
 /// The shared context of the API services.
 pub struct ApiContext {
@@ -27,6 +28,7 @@ pub struct ApiContext {
     pub metrics: Arc<Metrics>,
     member: watch::Sender<Option<Arc<Member>>>,
     lifecycle: Mutex<()>,
+    runtime: OnceLock<Arc<dyn Runtime>>,
 }
 
 impl ApiContext {
@@ -43,6 +45,7 @@ impl ApiContext {
             metrics,
             member: watch::Sender::new(member),
             lifecycle: Mutex::new(()),
+            runtime: OnceLock::new(),
         }
     }
 
@@ -74,6 +77,24 @@ impl ApiContext {
     /// Records that this node became a member.
     pub fn became_member(&self, member: Arc<Member>) {
         self.member.send_replace(Some(member));
+    }
+
+    /// Hands the node's container runtime to the services that reach containers (logs, exec);
+    /// the first call wins.
+    pub fn set_runtime(&self, runtime: Arc<dyn Runtime>) {
+        let _ = self.runtime.set(runtime);
+    }
+
+    /// The node's container runtime, or `docker_error` when the daemon runs without one.
+    pub fn runtime(&self) -> Result<Arc<dyn Runtime>, Error> {
+        self.runtime.get().cloned().ok_or_else(|| {
+            Error::new(
+                Code::DockerError,
+                format!("node {} has no container runtime", self.settings.name),
+            )
+            .with("node", &self.settings.name)
+            .with("reason", "no_runtime")
+        })
     }
 
     /// Watches membership (for the daemon's wiring).

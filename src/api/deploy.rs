@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth::Identity;
 use super::context::{ApiContext, caller};
 use super::deploy_view;
+use super::replica_io::{self, ExecInput, Host};
 use crate::daemon::member::Member;
 use crate::error::{Code, Error};
 use crate::manifest::{self, spec::FileObject, wire};
@@ -25,9 +26,12 @@ use crate::proto::v1 as pb;
 use crate::proto::v1::command::Kind;
 use crate::proto::v1::command_result::Outcome;
 use crate::proto::v1::deploy_server::Deploy;
+use crate::runtime::{ExecOutput, LogOptions};
 use crate::state::WatchFilter;
 use crate::state::into_outcome;
 use crate::state::watch::{Subscription, WatchMessage};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 
 /// The `Deploy` service.
 pub struct DeployService {
@@ -39,10 +43,15 @@ impl DeployService {
     pub fn new(context: Arc<ApiContext>) -> Self {
         DeployService { context }
     }
-}
 
-fn later(rpc: &str) -> Status {
-    Status::unimplemented(format!("Deploy.{rpc} is not available in this build yet"))
+    /// How this node reaches the containers of `node`: its own runtime, or the node's API.
+    fn host(&self, member: &Member, node: &str) -> Result<Host, Error> {
+        if node == member.name {
+            return Ok(Host::Local(self.context.runtime()?));
+        }
+        let address = member.read(|state| replica_io::node_addr(state, node))?;
+        Ok(Host::Remote(Box::new(member.peers.client(&address)?)))
+    }
 }
 
 /// The entity types of a watch request, refusing values outside the closed set.
@@ -295,18 +304,142 @@ impl Deploy for DeployService {
 
     async fn logs(
         &self,
-        _request: Request<pb::LogsRequest>,
+        request: Request<pb::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
-        Err(later("Logs"))
+        let identity = caller(&request)?;
+        let member = self.context.member()?;
+        let request = request.into_inner();
+        let replicas = member.read(|state| {
+            replica_io::select(
+                state,
+                &request.deployment,
+                &request.service,
+                &request.replica,
+            )
+        })?;
+        let options = LogOptions {
+            follow: request.follow,
+            since_unix_ms: replica_io::since(&request, crate::pki::now_unix_ms()),
+            tail: Some(request.tail).filter(|t| *t != 0),
+        };
+        let (sender, receiver) = mpsc::channel(256);
+        for replica in replicas {
+            let host = self.host(&member, &replica.node)?;
+            tokio::spawn(replica_io::stream_replica(
+                host,
+                replica,
+                options.clone(),
+                identity.audit_name(),
+                sender.clone(),
+            ));
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
     type ExecStream = BoxStream<pb::ExecResponse>;
 
     async fn exec(
         &self,
-        _request: Request<Streaming<pb::ExecRequest>>,
+        request: Request<Streaming<pb::ExecRequest>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
-        Err(later("Exec"))
+        use pb::exec_request::Msg;
+        let identity = caller(&request)?;
+        let member = self.context.member()?;
+        let mut incoming = request.into_inner();
+        let Some(Msg::Start(start)) = incoming.message().await?.and_then(|m| m.msg) else {
+            return Err(Error::new(
+                Code::ValidationFailed,
+                "an exec session starts with its start message",
+            )
+            .with("field", "start")
+            .into());
+        };
+        let replica = member.read(|state| {
+            replica_io::exec_target(state, &start.deployment, &start.service, &start.replica)
+        })?;
+        let started = pb::ExecResponse {
+            msg: Some(pb::exec_response::Msg::Started(pb::ExecStarted {
+                replica: replica.id.clone(),
+                node: replica.node.clone(),
+            })),
+        };
+        let responses: BoxStream<pb::ExecResponse> = match self.host(&member, &replica.node)? {
+            Host::Local(runtime) => {
+                let (input, input_rx) = mpsc::channel(64);
+                tokio::spawn(async move {
+                    while let Ok(Some(message)) = incoming.message().await {
+                        let item = match message.msg {
+                            Some(Msg::Stdin(bytes)) => ExecInput::Stdin(bytes),
+                            Some(Msg::Resize(size)) => {
+                                ExecInput::Resize(replica_io::terminal_size(size))
+                            }
+                            Some(Msg::CloseStdin(_)) => ExecInput::CloseStdin,
+                            Some(Msg::Start(_)) | None => continue,
+                        };
+                        if input.send(item).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let (output, output_rx) = mpsc::channel(64);
+                let spec = replica_io::exec_spec(&start);
+                tokio::spawn(async move {
+                    replica_io::run_local_exec(runtime, &replica.id, spec, input_rx, output).await;
+                });
+                Box::pin(ReceiverStream::new(output_rx).map(|item| {
+                    use pb::exec_response::Msg as Out;
+                    let msg = match item.map_err(Status::from)? {
+                        ExecOutput::Stdout(bytes) => Out::Stdout(bytes),
+                        ExecOutput::Stderr(bytes) => Out::Stderr(bytes),
+                        ExecOutput::Exit(code) => Out::Exit(pb::ExecExit {
+                            exit_code: i32::try_from(code).unwrap_or(i32::MAX),
+                        }),
+                    };
+                    Ok(pb::ExecResponse { msg: Some(msg) })
+                }))
+            }
+            Host::Remote(mut client) => {
+                use pb::peer_exec_request::Msg as PeerMsg;
+                let first = pb::PeerExecRequest {
+                    msg: Some(PeerMsg::Start(pb::PeerExecStart {
+                        replica: replica.id.clone(),
+                        command: start.command,
+                        tty: start.tty,
+                        stdin: start.stdin,
+                        env: start.env,
+                        user: start.user,
+                        working_dir: start.working_dir,
+                        size: start.size,
+                        identity: identity.audit_name(),
+                    })),
+                };
+                let rest = incoming.filter_map(|message| {
+                    let msg = match message.ok()?.msg? {
+                        Msg::Stdin(bytes) => PeerMsg::Stdin(bytes),
+                        Msg::Resize(size) => PeerMsg::Resize(size),
+                        Msg::CloseStdin(close) => PeerMsg::CloseStdin(close),
+                        Msg::Start(_) => return None,
+                    };
+                    Some(pb::PeerExecRequest { msg: Some(msg) })
+                });
+                let outbound = tokio_stream::once(first).chain(rest);
+                let remote = client.exec(outbound).await?.into_inner();
+                Box::pin(remote.map(|item| {
+                    use pb::exec_response::Msg as Out;
+                    use pb::peer_exec_response::Msg as In;
+                    let msg = match item?.msg {
+                        Some(In::Stdout(bytes)) => Some(Out::Stdout(bytes)),
+                        Some(In::Stderr(bytes)) => Some(Out::Stderr(bytes)),
+                        Some(In::Exit(exit)) => Some(Out::Exit(exit)),
+                        None => None,
+                    };
+                    Ok(pb::ExecResponse { msg })
+                }))
+            }
+        };
+        Ok(Response::new(Box::pin(
+            tokio_stream::once(Ok(started)).chain(responses),
+        )))
     }
 
     type WatchStream = BoxStream<pb::WatchResponse>;

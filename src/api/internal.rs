@@ -2,9 +2,10 @@
 //!
 //! Served on the mTLS port to peers only: raft's three RPCs, `Submit` (a follower forwarding a
 //! write to the leader), `ReadIndex` (a linearizable read point) and `Heartbeat` (liveness and
-//! reachability probes) and `SignNodeCsr` (admission of a joiner, through [`Admission`]). RPCs
-//! that belong to later subsystems (logs, exec, subnets, bundles) answer `unimplemented` with
-//! the reason; they never pretend. This module
+//! reachability probes), `SignNodeCsr` (admission of a joiner, through [`Admission`]), and
+//! `Logs`/`Exec` of this node's containers for the node that answers the CLI. RPCs that belong
+//! to later subsystems (subnets, bundles) answer `unimplemented` with the reason; they never
+//! pretend. This module
 //! routes and converts; decisions are made by raft and the state machine.
 
 use std::collections::HashMap;
@@ -14,6 +15,11 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::replica_io::{self, ExecInput};
 use super::submit::{BoxFuture, Peers, Submitter};
 use crate::error::{Code, Error};
 use crate::proto::v1 as pb;
@@ -21,6 +27,7 @@ use crate::proto::v1::internal_client::InternalClient;
 use crate::proto::v1::internal_server::Internal;
 use crate::raft::network::EndpointFn;
 use crate::raft::{InternalRaftHandlers, MAX_RAFT_MESSAGE_BYTES, NodeAddr, Raft};
+use crate::runtime::{ExecOutput, LogOptions, Runtime, container_name};
 
 /// Admission of joining nodes (`SignNodeCsr`), provided by the daemon's cluster lifecycle.
 pub trait Admission: Send + Sync + 'static {
@@ -38,6 +45,7 @@ pub struct InternalService<P: Peers> {
     submitter: Arc<Submitter<P>>,
     node_name: String,
     admission: Option<Arc<dyn Admission>>,
+    runtime: Option<Arc<dyn Runtime>>,
 }
 
 impl<P: Peers> InternalService<P> {
@@ -49,7 +57,26 @@ impl<P: Peers> InternalService<P> {
             submitter,
             node_name,
             admission: None,
+            runtime: None,
         }
+    }
+
+    /// Serves `Logs` and `Exec` of this node's containers through `runtime`.
+    pub fn with_runtime(mut self, runtime: Option<Arc<dyn Runtime>>) -> Self {
+        self.runtime = runtime;
+        self
+    }
+
+    fn runtime(&self) -> Result<Arc<dyn Runtime>, Status> {
+        self.runtime.clone().ok_or_else(|| {
+            Error::new(
+                Code::DockerError,
+                format!("node {} has no container runtime", self.node_name),
+            )
+            .with("node", &self.node_name)
+            .with("reason", "no_runtime")
+            .into()
+        })
     }
 
     /// Serves `SignNodeCsr` with `admission` (without it, joiners are refused).
@@ -146,18 +173,84 @@ impl<P: Peers> Internal for InternalService<P> {
 
     async fn logs(
         &self,
-        _request: Request<pb::PeerLogsRequest>,
+        request: Request<pb::PeerLogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
-        Err(later("Logs", "the runtime (issue 4)"))
+        let runtime = self.runtime()?;
+        let request = request.into_inner();
+        let options = LogOptions {
+            follow: request.follow,
+            since_unix_ms: Some(request.since_unix_ms).filter(|t| *t != 0),
+            tail: Some(request.tail).filter(|t| *t != 0),
+        };
+        let (replica, node) = (request.replica, self.node_name.clone());
+        let lines = runtime
+            .logs(&container_name(&replica), &options)
+            .map(move |item| match item {
+                Ok(line) => Ok(pb::PeerLogsResponse {
+                    line: Some(replica_io::wire_line(&replica, &node, line)),
+                }),
+                Err(error) => Err(Status::from(error)),
+            });
+        Ok(Response::new(Box::pin(lines)))
     }
 
     type ExecStream = PeerStream<pb::PeerExecResponse>;
 
     async fn exec(
         &self,
-        _request: Request<Streaming<pb::PeerExecRequest>>,
+        request: Request<Streaming<pb::PeerExecRequest>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
-        Err(later("Exec", "the runtime (issue 4)"))
+        use pb::peer_exec_request::Msg;
+        let runtime = self.runtime()?;
+        let mut incoming = request.into_inner();
+        let Some(Msg::Start(start)) = incoming.message().await?.and_then(|m| m.msg) else {
+            return Err(Error::new(
+                Code::ValidationFailed,
+                "an exec session starts with its start message",
+            )
+            .with("field", "start")
+            .into());
+        };
+        let spec = replica_io::exec_spec(&pb::ExecStart {
+            command: start.command,
+            tty: start.tty,
+            stdin: start.stdin,
+            env: start.env,
+            user: start.user,
+            working_dir: start.working_dir,
+            size: start.size,
+            ..Default::default()
+        });
+        let (input, input_rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = incoming.message().await {
+                let item = match message.msg {
+                    Some(Msg::Stdin(bytes)) => ExecInput::Stdin(bytes),
+                    Some(Msg::Resize(size)) => ExecInput::Resize(replica_io::terminal_size(size)),
+                    Some(Msg::CloseStdin(_)) => ExecInput::CloseStdin,
+                    Some(Msg::Start(_)) | None => continue,
+                };
+                if input.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (output, output_rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            replica_io::run_local_exec(runtime, &start.replica, spec, input_rx, output).await;
+        });
+        let responses = ReceiverStream::new(output_rx).map(|item| {
+            use pb::peer_exec_response::Msg as Out;
+            let msg = match item.map_err(Status::from)? {
+                ExecOutput::Stdout(bytes) => Out::Stdout(bytes),
+                ExecOutput::Stderr(bytes) => Out::Stderr(bytes),
+                ExecOutput::Exit(code) => Out::Exit(pb::ExecExit {
+                    exit_code: i32::try_from(code).unwrap_or(i32::MAX),
+                }),
+            };
+            Ok(pb::PeerExecResponse { msg: Some(msg) })
+        });
+        Ok(Response::new(Box::pin(responses)))
     }
 
     async fn ensure_subnet(
@@ -252,7 +345,8 @@ impl GrpcPeers {
         }
     }
 
-    fn client(&self, peer: &NodeAddr) -> Result<InternalClient<Channel>, Error> {
+    /// A client of `peer`'s internal API over the cached channel.
+    pub fn client(&self, peer: &NodeAddr) -> Result<InternalClient<Channel>, Error> {
         let mut channels = self
             .channels
             .lock()

@@ -70,7 +70,8 @@ pub async fn serve_tls(
         member.submitter.clone(),
         member.name.clone(),
     )
-    .with_admission(member.clone());
+    .with_admission(member.clone())
+    .with_runtime(context.runtime().ok());
     Server::builder()
         .tls_config(tonic_server_tls(&member.identity, ClientAuth::Optional))
         .map_err(|e| serve_error("TLS API", e))?

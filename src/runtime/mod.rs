@@ -54,6 +54,11 @@ pub const LABEL_NETWORK: &str = "jaco.network";
 /// Label holding the compose volume name on a volume jaco created.
 pub const LABEL_VOLUME: &str = "jaco.volume";
 
+/// The name of a replica's container (SPEC §6).
+pub fn container_name(replica_id: &str) -> String {
+    format!("jaco_{replica_id}")
+}
+
 /// The container engine of one node.
 ///
 /// Errors are [`crate::error::Code::DockerError`] with `details.reason`: `unreachable` when
