@@ -54,10 +54,20 @@ pub enum Status {
 pub struct Inspection {
     /// The container.
     pub container_id: String,
+    /// Its name, without Docker's leading `/` (`jaco_<replica id>` for jaco's containers).
+    pub name: String,
     /// Its status.
     pub status: Status,
     /// Its health.
     pub health: Health,
+    /// Its labels (jaco's identify the replica, see [`super::ReplicaIdentity`]).
+    pub labels: BTreeMap<String, String>,
+    /// When it last started (0 when it never did).
+    pub started_at_unix_ms: i64,
+    /// The id of the image it runs (`sha256:…`).
+    pub image_id: String,
+    /// Its IPv4 address on each Docker network it is attached to, by network name.
+    pub addresses: BTreeMap<String, String>,
 }
 
 /// The replica's observed state, code and details.
@@ -213,8 +223,13 @@ mod tests {
     fn inspect(container: &str, status: Status, health: Health) -> Inspection {
         Inspection {
             container_id: container.into(),
+            name: "jaco_r1".into(),
             status,
             health,
+            labels: BTreeMap::new(),
+            started_at_unix_ms: 0,
+            image_id: String::new(),
+            addresses: BTreeMap::new(),
         }
     }
 
