@@ -13,6 +13,7 @@
 //! itself.
 
 pub mod backoff;
+pub mod credentials;
 pub mod observe;
 
 use std::collections::BTreeMap;
