@@ -13,6 +13,7 @@
 //! itself.
 
 pub mod backoff;
+mod container;
 pub mod credentials;
 pub mod observe;
 
