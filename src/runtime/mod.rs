@@ -15,6 +15,7 @@
 pub mod backoff;
 mod container;
 pub mod credentials;
+pub mod docker;
 pub mod observe;
 
 use std::collections::BTreeMap;
