@@ -1,4 +1,5 @@
 //! Support code shared by integration tests.
 
 pub mod daemons;
+pub mod docker;
 pub mod netns;
