@@ -45,6 +45,8 @@ pub struct DaemonConfig {
     pub audit_retention: u64,
     /// How long a write waits for a leader before failing with `no_leader`, in milliseconds.
     pub leader_wait_ms: u64,
+    /// The node's container runtime.
+    pub runtime: RuntimeSettings,
 }
 
 /// Log output format.
@@ -84,6 +86,28 @@ impl Default for RaftSettings {
     }
 }
 
+/// The node's container runtime (SPEC §6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSettings {
+    /// The Docker engine's socket, `unix:///path` (or a bare absolute path).
+    pub docker_socket: String,
+    /// Where secrets and configs are written for bind-mounting (a tmpfs on real nodes).
+    pub secrets_dir: PathBuf,
+    /// Failed pull attempts before a replica is `failed` with `image_pull_failed`.
+    pub pull_retry_budget: u32,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings {
+            docker_socket: "unix:///var/run/docker.sock".to_owned(),
+            secrets_dir: PathBuf::from("/run/jaco/secrets"),
+            pull_retry_budget: 10,
+        }
+    }
+}
+
 impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
@@ -99,6 +123,7 @@ impl Default for DaemonConfig {
             raft: RaftSettings::default(),
             audit_retention: 100_000,
             leader_wait_ms: 5_000,
+            runtime: RuntimeSettings::default(),
         }
     }
 }
@@ -225,6 +250,26 @@ fn validate(path: &Path, config: DaemonConfig) -> Result<DaemonConfig, Error> {
             "audit_retention must be positive".to_owned(),
         );
     }
+    let runtime = &config.runtime;
+    let socket = runtime.docker_socket.as_str();
+    if !(socket.starts_with("unix:///") || socket.starts_with('/')) {
+        return invalid(
+            "runtime.docker_socket",
+            format!("runtime.docker_socket {socket:?} must be unix:///path or an absolute path"),
+        );
+    }
+    if !runtime.secrets_dir.is_absolute() {
+        return invalid(
+            "runtime.secrets_dir",
+            "runtime.secrets_dir must be an absolute path".to_owned(),
+        );
+    }
+    if runtime.pull_retry_budget == 0 {
+        return invalid(
+            "runtime.pull_retry_budget",
+            "runtime.pull_retry_budget must be positive".to_owned(),
+        );
+    }
     Ok(config)
 }
 
@@ -259,6 +304,9 @@ mod tests {
             assert_eq!(config.socket, PathBuf::from("/run/jaco/jaco.sock"));
             assert_eq!(config.data_dir, PathBuf::from("/var/lib/jaco"));
             assert_eq!(config.advertise_addr(), "node-1:7000");
+            assert_eq!(config.runtime.docker_socket, "unix:///var/run/docker.sock");
+            assert_eq!(config.runtime.secrets_dir, PathBuf::from("/run/jaco/secrets"));
+            assert_eq!(config.runtime.pull_retry_budget, 10);
         }
     }
 
@@ -268,7 +316,8 @@ mod tests {
             "node_name: a\ndata_dir: /data\napi_listen: 127.0.0.1:7100\nadvertise: 10.0.0.1:7100\n\
              socket: /tmp/j.sock\nsocket_group: wheel\nmetrics_listen: 127.0.0.1:9200\nlog: debug\n\
              log_format: json\nraft: {heartbeat_interval_ms: 50, election_timeout_min_ms: 200, \
-             election_timeout_max_ms: 400, snapshot_every: 10}\naudit_retention: 10\nleader_wait_ms: 100\n",
+             election_timeout_max_ms: 400, snapshot_every: 10}\naudit_retention: 10\nleader_wait_ms: 100\n\
+             runtime: {docker_socket: /run/docker.sock, secrets_dir: /tmp/s, pull_retry_budget: 3}\n",
         ))
         .unwrap();
         assert_eq!(config.node_name, "a");
@@ -276,6 +325,9 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.raft.snapshot_every, 10);
         assert_eq!(config.leader_wait_ms, 100);
+        assert_eq!(config.runtime.docker_socket, "/run/docker.sock");
+        assert_eq!(config.runtime.secrets_dir, PathBuf::from("/tmp/s"));
+        assert_eq!(config.runtime.pull_retry_budget, 3);
     }
 
     #[test]
@@ -318,6 +370,10 @@ mod tests {
             "raft: {snapshot_every: 0}\n",
             "log_format: xml\n",
             "audit_retention: 0\n",
+            "runtime: {docker_socket: tcp://10.0.0.1:2375}\n",
+            "runtime: {secrets_dir: relative/dir}\n",
+            "runtime: {pull_retry_budget: 0}\n",
+            "runtime: {pull_retries: 3}\n",
         ] {
             let error = load_text(Some(text)).unwrap_err();
             assert_eq!(error.code, Code::ValidationFailed, "{text}");

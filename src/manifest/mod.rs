@@ -22,7 +22,7 @@ mod read;
 mod resolve;
 pub mod spec;
 pub mod support;
-mod units;
+pub mod units;
 pub mod wire;
 
 use std::collections::BTreeMap;

@@ -13,6 +13,9 @@
 //! itself.
 
 pub mod backoff;
+mod container;
+pub mod credentials;
+pub mod docker;
 pub mod observe;
 
 use std::collections::BTreeMap;

@@ -2,4 +2,5 @@
 
 pub mod daemons;
 pub mod deploy;
+pub mod docker;
 pub mod netns;
