@@ -12,8 +12,8 @@
 # the bootstrap token (mode 0600). `up` is safe to repeat: it reuses a running quick-start daemon
 # (restarting it if it no longer answers or its binary was rebuilt) and an initialised cluster.
 #
-# Needs: a running Docker engine this user may use, root (the daemon manages containers and
-# /run/jaco/secrets), Debian's busybox-static, and either a built jaco or cargo.
+# Needs: a running Docker engine this user may use, root (the daemon manages containers),
+# Debian's busybox-static, and either a built jaco or cargo.
 #
 # Environment: JACO (the jaco binary; default target/release/jaco, built with
 # `cargo build --release` if missing), JACO_QUICKSTART_DIR, JACO_QUICKSTART_API (the API's
@@ -21,7 +21,7 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-qs_dir=${JACO_QUICKSTART_DIR:-$repo/.jaco-quickstart}
+qs_dir=$(realpath -m "${JACO_QUICKSTART_DIR:-$repo/.jaco-quickstart}")
 api_listen=${JACO_QUICKSTART_API:-127.0.0.1:7000}
 metrics_listen=${JACO_QUICKSTART_METRICS:-127.0.0.1:9100}
 jaco=${JACO:-${CARGO_TARGET_DIR:-$repo/target}/release/jaco}
@@ -92,6 +92,8 @@ socket_group: null
 metrics_listen: $metrics_listen
 log: info
 log_format: text
+runtime:
+  secrets_dir: $qs_dir/secrets
 EOF
   mv "$config.new" "$config"
 }
