@@ -146,7 +146,7 @@ start_daemon() {
     if ! kill -0 "$pid" 2>/dev/null; then
       tail -n 20 "$log_file" >&2
       rm -f "$pid_file"
-      die "the daemon exited; its log is above (another jaco on $api_listen or $metrics_listen? set JACO_QUICKSTART_API / JACO_QUICKSTART_METRICS)"
+      die "the daemon exited; the end of its log is above (if $api_listen or $metrics_listen is taken, set JACO_QUICKSTART_API / JACO_QUICKSTART_METRICS)"
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
       tail -n 20 "$log_file" >&2
@@ -280,8 +280,9 @@ cmd_status() {
     return 1
   fi
   echo "daemon: pid $pid, socket $JACO_SOCKET, log $log_file"
-  "$jaco" cluster status
-  "$jaco" status "$deployment"
+  # Show as much as answers: one failing view does not hide the others.
+  "$jaco" cluster status || true
+  "$jaco" status "$deployment" || true
   echo
   print_reach
 }
