@@ -28,7 +28,7 @@ jaco=${JACO:-${CARGO_TARGET_DIR:-$repo/target}/release/jaco}
 
 manifest=$repo/examples/hello/jaco.yaml
 deployment=hello
-image=jaco-example/busybox:1
+image="jaco-example/busybox:1"
 node_name=quickstart
 
 config=$qs_dir/daemon.yaml
@@ -290,14 +290,14 @@ cmd_status() {
 # Removes what docker still holds for the quick-start cluster: containers, networks and volumes
 # labelled with its cluster id (never anything else).
 remove_docker_objects() {
-  local id=$1 containers networks volumes
-  containers=$(docker ps -aq --filter "label=jaco.cluster_id=$id")
-  networks=$(docker network ls -q --filter "label=jaco.cluster_id=$id")
-  volumes=$(docker volume ls -q --filter "label=jaco.cluster_id=$id")
-  [ -z "$containers" ] || docker rm -f $containers >/dev/null
-  [ -z "$networks" ] || docker network rm $networks >/dev/null
-  [ -z "$volumes" ] || docker volume rm $volumes >/dev/null
-  echo "    removed $(wc -w <<<"$containers") containers, $(wc -w <<<"$networks") networks, $(wc -w <<<"$volumes") volumes"
+  local label="label=jaco.cluster_id=$1" containers networks volumes
+  mapfile -t containers < <(docker ps -aq --filter "$label")
+  mapfile -t networks < <(docker network ls -q --filter "$label")
+  mapfile -t volumes < <(docker volume ls -q --filter "$label")
+  [ "${#containers[@]}" -eq 0 ] || docker rm -f "${containers[@]}" >/dev/null
+  [ "${#networks[@]}" -eq 0 ] || docker network rm "${networks[@]}" >/dev/null
+  [ "${#volumes[@]}" -eq 0 ] || docker volume rm "${volumes[@]}" >/dev/null
+  echo "    removed ${#containers[@]} containers, ${#networks[@]} networks, ${#volumes[@]} volumes"
 }
 
 no_containers_left() { [ -z "$(docker ps -aq --filter "label=jaco.cluster_id=$1")" ]; }
