@@ -1,6 +1,6 @@
-//! The manifest library against files on disk: every example deployment is valid, and every
-//! fixture of the real-world corpus (tests/fixtures/corpus) validates or fails with exactly
-//! the codes its `expect` file names.
+//! The manifest library against files on disk: every example deployment and the deploy
+//! benchmark's deployment are valid, and every fixture of the real-world corpus
+//! (tests/fixtures/corpus) validates or fails with exactly the codes its `expect` file names.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,14 @@ fn every_example_is_valid() {
             panic!("{} is invalid: {errors:#?}", jaco_yaml.display());
         }
     }
+}
+
+#[test]
+fn the_deploy_benchmark_deployment_is_valid() {
+    let jaco_yaml = root().join("benches/web10/jaco.yaml");
+    let resolved = manifest::load(&Filesystem, &jaco_yaml, None)
+        .unwrap_or_else(|errors| panic!("{} is invalid: {errors:#?}", jaco_yaml.display()));
+    assert_eq!(resolved.services["web"].replicas, 10);
 }
 
 /// One expected problem: a code and, optionally, the `details.field` it names.

@@ -2,27 +2,21 @@
 //! internet), unique names, a guard that removes what a test created even when it fails, and
 //! a throwaway image registry (Debian's `docker-registry`, optionally behind htpasswd).
 //!
-//! The busybox image is content-addressed (`jaco-test/busybox:<hash of the binary>`): the first
-//! test process that needs it imports it, later ones (and parallel ones) find it or import the
-//! same content again, which is harmless. It is shared, so no test removes it. Needs the Docker
-//! CLI and engine, `/bin/busybox` (busybox-static), `docker-registry` and `htpasswd`. Test
-//! support only.
+//! The busybox image is the examples' (`scripts/build-example-image.sh`), built by the first
+//! test process that needs it and kept while it matches `/bin/busybox`. It is shared, so no
+//! test removes it. Needs the Docker CLI and engine, `/bin/busybox` (busybox-static),
+//! `docker-registry` and `htpasswd`. Test support only.
 
 #![allow(dead_code)] // each test binary uses a different part of the support code
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-use sha2::{Digest as _, Sha256};
 
 /// The engine's socket.
 pub const DOCKER_SOCKET: &str = "unix:///var/run/docker.sock";
-
-/// The host's static busybox.
-const BUSYBOX: &str = "/bin/busybox";
 
 /// Runs the Docker CLI; panics with its stderr on failure.
 pub fn docker_cli(args: &[&str]) -> String {
@@ -57,77 +51,31 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// The tag of an image holding `/bin/busybox` and a symlink per applet (`sh`, `httpd`,
-/// `sleep`, `cat`, …) under `/bin`, plus `/tmp` and a minimal `/etc/passwd`; built on first
-/// use (once per process, and under a file lock so parallel processes import it once).
+/// The example image (`jaco-example/busybox:1`): `/bin/busybox` and a symlink per applet
+/// (`sh`, `httpd`, `sleep`, `cat`, …) under `/bin`, plus `/tmp` and a minimal `/etc/passwd`.
+/// `scripts/build-example-image.sh` builds it on first use in this process; the script keeps an
+/// image built from the same binary and serialises parallel test processes with a file lock.
 pub fn busybox_image() -> String {
-    static BUILT: Mutex<Option<String>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(tag) = built.as_ref() {
-        return tag.clone();
-    }
-    let binary = std::fs::read(BUSYBOX).expect("read /bin/busybox (install busybox-static)");
-    let digest = Sha256::digest(&binary);
-    let tag = format!(
-        "jaco-test/busybox:{}",
-        digest[..6]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
-    // Parallel test processes take turns, so the image is imported once, not once each.
-    let lock_path = std::env::temp_dir().join(format!("{}.lock", tag.replace(['/', ':'], "-")));
-    let lock = std::fs::File::create(&lock_path).expect("create the image lock file");
-    lock.lock().expect("lock the image lock file");
-    let present = Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}}", &tag])
-        .output()
-        .expect("run the docker CLI")
-        .status
-        .success();
-    if !present {
-        import_busybox(&tag);
-    }
-    drop(lock);
-    *built = Some(tag.clone());
-    tag
-}
-
-fn import_busybox(tag: &str) {
-    let root = tempfile::tempdir().expect("temporary directory");
-    let bin = root.path().join("bin");
-    for dir in [&bin, &root.path().join("tmp"), &root.path().join("etc")] {
-        std::fs::create_dir_all(dir).expect("create image directories");
-    }
-    std::fs::copy(BUSYBOX, bin.join("busybox")).expect("copy busybox");
-    let applets = Command::new(BUSYBOX)
-        .arg("--list")
-        .output()
-        .expect("list busybox applets");
-    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
-        if applet != "busybox" && !applet.contains('/') {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("link an applet");
-        }
-    }
-    std::fs::write(
-        root.path().join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-    )
-    .expect("write /etc/passwd");
-    let tar = Command::new("tar")
-        .args(["-C"])
-        .arg(root.path())
-        .args(["-c", "."])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run tar");
-    let status = Command::new("docker")
-        .args(["import", "--change", "CMD [\"sh\"]", "-", tag])
-        .stdin(tar.stdout.expect("tar output"))
-        .stdout(Stdio::null())
-        .status()
-        .expect("run docker import");
-    assert!(status.success(), "docker import {tag} failed");
+    static BUILT: OnceLock<String> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let tag = "jaco-example/busybox:1";
+            let script = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/build-example-image.sh"
+            );
+            let output = Command::new(script)
+                .arg(tag)
+                .output()
+                .expect("run scripts/build-example-image.sh");
+            assert!(
+                output.status.success(),
+                "scripts/build-example-image.sh failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            tag.to_owned()
+        })
+        .clone()
 }
 
 /// What a test created; `Drop` removes all of it, also when the test panics.
