@@ -37,7 +37,9 @@ async fn jaco_run(d: &mut Deployer, jaco_yaml: &str, compose_yaml: &str) -> Dura
     loop {
         let replicas = replicas_of(&d.status().await, &applied.deployment);
         if replicas.len() == REPLICAS
-            && replicas.iter().all(|r| r.state == pb::ReplicaState::Running)
+            && replicas
+                .iter()
+                .all(|r| r.state == pb::ReplicaState::Running)
         {
             break;
         }
@@ -96,7 +98,11 @@ async fn main() {
     for run in 0..RUNS {
         let j = jaco_run(&mut d, &jaco_yaml, &compose_yaml).await;
         let c = compose_run();
-        println!("run {run}: jaco {} ms, docker-compose {} ms", j.as_millis(), c.as_millis());
+        println!(
+            "run {run}: jaco {} ms, docker-compose {} ms",
+            j.as_millis(),
+            c.as_millis()
+        );
         jaco.push(j);
         compose.push(c);
     }
@@ -105,7 +111,10 @@ async fn main() {
     println!("| tool | runs | median ms |");
     println!("|---|---|---|");
     println!("| jaco apply → 10 running | {RUNS} | {} |", j.as_millis());
-    println!("| docker-compose up -d → 10 healthy | {RUNS} | {} |", c.as_millis());
+    println!(
+        "| docker-compose up -d → 10 healthy | {RUNS} | {} |",
+        c.as_millis()
+    );
     println!(
         "\nratio jaco / docker-compose: {:.2}",
         j.as_secs_f64() / c.as_secs_f64()
