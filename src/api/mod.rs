@@ -14,6 +14,7 @@ pub mod deploy_view;
 pub mod edge;
 pub mod internal;
 pub mod listen;
+pub mod registry;
 pub mod replica_io;
 pub mod server;
 pub mod submit;

@@ -17,6 +17,7 @@ use super::context::ApiContext;
 use super::deploy::DeployService;
 use super::edge::{EdgeLayer, Transport};
 use super::internal::InternalService;
+use super::registry::RegistryService;
 use super::tokens::TokensService;
 use crate::daemon::member::Member;
 use crate::error::{Code, Error};
@@ -26,6 +27,7 @@ use crate::proto::v1::audit_server::AuditServer;
 use crate::proto::v1::cluster_server::ClusterServer;
 use crate::proto::v1::deploy_server::DeployServer;
 use crate::proto::v1::internal_server::InternalServer;
+use crate::proto::v1::registry_server::RegistryServer;
 use crate::proto::v1::tokens_server::TokensServer;
 use crate::raft::MAX_RAFT_MESSAGE_BYTES;
 
@@ -48,6 +50,7 @@ pub async fn serve_local(
         .add_service(ClusterServer::new(ClusterService::new(context.clone())))
         .add_service(TokensServer::new(TokensService::new(context.clone())))
         .add_service(AuditServer::new(AuditService::new(context.clone())))
+        .add_service(RegistryServer::new(RegistryService::new(context.clone())))
         .add_service(DeployServer::new(DeployService::new(context)))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
@@ -79,6 +82,7 @@ pub async fn serve_tls(
         .add_service(ClusterServer::new(ClusterService::new(context.clone())))
         .add_service(TokensServer::new(TokensService::new(context.clone())))
         .add_service(AuditServer::new(AuditService::new(context.clone())))
+        .add_service(RegistryServer::new(RegistryService::new(context.clone())))
         .add_service(DeployServer::new(DeployService::new(context)))
         .add_service(
             InternalServer::new(internal)
