@@ -4,7 +4,8 @@
 //! files lean on anchors, aliases and `<<` merge keys. This module loads a document through
 //! yaml-rust2's marked event stream into [`Node`]s that carry their [`Mark`], expands aliases
 //! and merge keys, and rejects duplicate keys. Scalars keep their source text; typing (bool,
-//! int, null) is decided by the reader that knows what the field expects.
+//! int, null) is decided by the reader that knows what the field expects. [`emit`] writes a
+//! tree back out so that it reads back the same (the CLI sends resolved documents this way).
 //!
 //! It must not know anything about jaco.yaml, compose or daemon.yaml: schema rules live in the
 //! modules that own those documents.
@@ -417,6 +418,141 @@ fn expand_merge_keys(node: &mut Node) -> Result<(), SyntaxError> {
     Ok(())
 }
 
+/// Writes `node` as one YAML document in block style that [`parse`] reads back as the same
+/// tree, marks aside: every scalar keeps its text, a plain scalar stays plain (so that the
+/// reader types `true`, `12` or `~` as it did in the source) whenever its text reads back as
+/// that plain scalar, and every other scalar is double-quoted — a string either way, since a
+/// text that cannot be written plain is never a number, boolean or null. Used to send the
+/// compose document the CLI resolved (interpolated, includes and env files folded) to the
+/// daemon.
+pub fn emit(node: &Node) -> String {
+    let mut out = String::new();
+    match &node.value {
+        Value::Scalar { .. } => {
+            out.push_str(&scalar_text(node));
+            out.push('\n');
+        }
+        _ => write_block(node, 0, &mut out),
+    }
+    out
+}
+
+/// A collection at `indent`, one entry per line.
+fn write_block(node: &Node, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    match &node.value {
+        Value::Scalar { .. } => {}
+        Value::Map(entries) if entries.is_empty() => out.push_str(&format!("{pad}{{}}\n")),
+        Value::Seq(items) if items.is_empty() => out.push_str(&format!("{pad}[]\n")),
+        Value::Map(entries) => {
+            for (key, value) in entries {
+                let key = match &key.value {
+                    // An empty plain key cannot be written plain; it only ever reads as null.
+                    Value::Scalar { text, .. } if text.is_empty() => double_quoted(""),
+                    _ => scalar_text(key),
+                };
+                out.push_str(&format!("{pad}{key}:"));
+                write_value(value, indent, out);
+            }
+        }
+        Value::Seq(items) => {
+            for item in items {
+                out.push_str(&format!("{pad}-"));
+                write_value(item, indent, out);
+            }
+        }
+    }
+}
+
+/// The rest of a line that holds `key:` or `-` at `indent`: a scalar after a space, an empty
+/// collection in flow style, or a nested block on the following lines.
+fn write_value(value: &Node, indent: usize, out: &mut String) {
+    match &value.value {
+        Value::Scalar { text, plain: true } if text.is_empty() => out.push('\n'),
+        Value::Scalar { .. } => {
+            out.push(' ');
+            out.push_str(&scalar_text(value));
+            out.push('\n');
+        }
+        Value::Map(entries) if entries.is_empty() => out.push_str(" {}\n"),
+        Value::Seq(items) if items.is_empty() => out.push_str(" []\n"),
+        _ => {
+            out.push('\n');
+            write_block(value, indent + 2, out);
+        }
+    }
+}
+
+/// A scalar as written: plain when it was plain and reads back plain, double-quoted
+/// otherwise.
+fn scalar_text(node: &Node) -> String {
+    match &node.value {
+        Value::Scalar { text, plain: true } if reads_back_plain(text) => text.clone(),
+        Value::Scalar { text, .. } => double_quoted(text),
+        _ => String::new(),
+    }
+}
+
+/// Whether `text`, written plain as a block mapping value, key or sequence entry, reads back
+/// as exactly this plain scalar: printable, no surrounding blanks, no indicator where YAML
+/// would see structure (leading indicator, `: `, ` #`, trailing `:`, document markers).
+fn reads_back_plain(text: &str) -> bool {
+    let mut chars = text.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    let second = chars.next();
+    let printable = text
+        .chars()
+        .all(|c| (' '..='~').contains(&c) || (!c.is_ascii() && printable_non_ascii(c)));
+    let leading_ok = match first {
+        '-' | '?' | ':' => second.is_some_and(|c| c != ' '),
+        ',' | '[' | ']' | '{' | '}' | '#' | '&' | '*' | '!' | '|' | '>' | '\'' | '"' | '%'
+        | '@' | '`' | ' ' => false,
+        _ => true,
+    };
+    printable
+        && leading_ok
+        && !text.ends_with(' ')
+        && !text.ends_with(':')
+        && !text.contains(": ")
+        && !text.contains(" #")
+        && !text.starts_with("---")
+        && !text.starts_with("...")
+}
+
+/// Whether a non-ASCII character may appear unescaped in YAML output (YAML's c-printable,
+/// minus the characters some readers treat as line breaks or byte-order marks).
+pub fn printable_non_ascii(c: char) -> bool {
+    !c.is_control()
+        && !matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+        )
+}
+
+/// A YAML double-quoted scalar: `\\`, `"` and every character that is not plainly printable
+/// are escaped.
+pub fn double_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_ascii() && (' '..='~').contains(&c) => out.push(c),
+            c if !c.is_ascii() && printable_non_ascii(c) => out.push(c),
+            c if (c as u32) <= 0xffff => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,5 +666,87 @@ mod tests {
     fn string_tag_forces_a_string() {
         let doc = load("a: !!str 12\n");
         assert_eq!(doc.get("a").unwrap().to_json(), serde_json::json!("12"));
+    }
+
+    /// The tree without its marks, for comparing a document with its re-emitted form.
+    fn unmarked(node: &Node) -> Node {
+        let value = match &node.value {
+            Value::Scalar { .. } => node.value.clone(),
+            Value::Seq(items) => Value::Seq(items.iter().map(unmarked).collect()),
+            Value::Map(entries) => Value::Map(
+                entries
+                    .iter()
+                    .map(|(k, v)| (unmarked(k), unmarked(v)))
+                    .collect(),
+            ),
+        };
+        Node {
+            value,
+            mark: Mark::default(),
+        }
+    }
+
+    fn round_trip(source: &str) -> String {
+        let tree = load(source);
+        let text = emit(&tree);
+        let again = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(unmarked(&again), unmarked(&tree), "emitted:\n{text}");
+        text
+    }
+
+    #[test]
+    fn emitted_documents_read_back_as_the_same_tree() {
+        round_trip(
+            "services:\n  web:\n    image: nginx:1.27\n    command: [\"sh\", \"-c\", \"echo a: b # not a comment\"]\n    \
+             environment:\n      DEBUG: 'true'\n      COUNT: 3\n      EMPTY:\n      NULL: ~\n      RATIO: 1.5\n      \
+             NEG: -1\n      DASH: '-'\n      MULTI: |\n        line one\n        line two\n    \
+             healthcheck:\n      disable: true\n    ports:\n      - \"8080:80\"\n      - 9000\n    \
+             labels: {}\n    dns: []\n    x-nested:\n      - - a\n        - b\n      - {k: v, w: [1, {x: y}]}\n\
+             volumes:\n  data:\n",
+        );
+        round_trip("- 1\n- two\n- {}\n- []\n- k: v\n  other: \"quoted: yes\"\n");
+        round_trip("a: \"\\ttab\\u0007bell\"\nb: grüße\nc: '#hash'\nd: '@at'\ne: '---'\nf: 'x '\n");
+    }
+
+    #[test]
+    fn emitted_plain_scalars_keep_their_typing() {
+        let text = round_trip("a: true\nb: 'true'\nc: 12\nd: \"12\"\ne:\n");
+        assert_eq!(text, "a: true\nb: \"true\"\nc: 12\nd: \"12\"\ne:\n");
+    }
+
+    #[test]
+    fn plain_text_that_cannot_stay_plain_is_quoted() {
+        for text in [
+            "a: b",
+            "x #y",
+            "-",
+            "- x",
+            "key:",
+            "*ref",
+            " lead",
+            "tab\there",
+            "---",
+        ] {
+            let tree = Node {
+                value: Value::Map(vec![(
+                    Node::string("k", Mark::default()),
+                    Node {
+                        value: Value::Scalar {
+                            text: text.into(),
+                            plain: true,
+                        },
+                        mark: Mark::default(),
+                    },
+                )]),
+                mark: Mark::default(),
+            };
+            let emitted = emit(&tree);
+            let again = parse(&emitted).unwrap_or_else(|e| panic!("{text:?}: {e}\n{emitted}"));
+            assert_eq!(
+                again.get("k").and_then(Node::as_scalar),
+                Some(text),
+                "{emitted}"
+            );
+        }
     }
 }

@@ -125,3 +125,42 @@ fn real_world_corpus_behaves_as_documented() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n\n"));
 }
+
+/// What `jaco apply` sends is what the daemon resolves: for every example and every valid
+/// corpus fixture, the documents from `load_documents` (with the secret and config contents)
+/// resolve on the daemon side to the same deployment, spec hashes included.
+#[test]
+fn resolved_documents_resolve_to_the_same_deployment_on_the_daemon() {
+    let mut dirs = subdirectories(&root().join("examples"));
+    dirs.extend(
+        subdirectories(&root().join("tests/fixtures/corpus"))
+            .into_iter()
+            .filter(|dir| expectation(dir).is_none()),
+    );
+    assert!(dirs.len() >= 10, "only {} valid deployments", dirs.len());
+    for dir in dirs {
+        let (local, documents) =
+            manifest::load_documents(&Filesystem, &dir.join("jaco.yaml"), None)
+                .unwrap_or_else(|e| panic!("{}: {e:#?}", dir.display()));
+        let objects = manifest::Objects {
+            secrets: local.deployment.secrets.clone(),
+            configs: local.deployment.configs.clone(),
+        };
+        let remote =
+            manifest::resolve_documents(&documents.jaco_yaml, &documents.compose_yaml, objects)
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{}: the daemon refuses the documents: {e:#?}\n{}",
+                        dir.display(),
+                        documents.compose_yaml
+                    )
+                });
+        assert_eq!(
+            serde_json::to_value(&remote).unwrap(),
+            serde_json::to_value(&local).unwrap(),
+            "{}: the daemon resolves another deployment from\n{}",
+            dir.display(),
+            documents.compose_yaml
+        );
+    }
+}

@@ -17,6 +17,8 @@ use clap::ValueEnum;
 use serde::Serialize;
 use yaml_rust2::{Yaml, YamlEmitter, yaml::Hash};
 
+use crate::yaml::{double_quoted, printable_non_ascii};
+
 /// A value of the global `-o/--output` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
@@ -243,16 +245,6 @@ fn yaml_string(s: &str, top_level: bool) -> Yaml {
 /// Words that some YAML reader (1.1 or 1.2) takes for a boolean or null.
 const SPECIAL_WORDS: &[&str] = &["y", "n", "yes", "no", "on", "off", "true", "false", "null"];
 
-/// Whether a non-ASCII character may appear unescaped in YAML output (YAML's c-printable,
-/// minus the characters some readers treat as line breaks or byte-order marks).
-fn printable_non_ascii(c: char) -> bool {
-    !c.is_control()
-        && !matches!(
-            c,
-            '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
-        )
-}
-
 /// Conservative: a string is written plain only when no YAML reader could read it as anything
 /// but this exact string. Anything starting with a digit or sign (numbers, dates, times,
 /// octal, sexagesimal), special words, indicators and control characters are quoted.
@@ -293,28 +285,6 @@ fn is_literal_block_safe(s: &str) -> bool {
         .find(|line| !line.is_empty())
         .is_some_and(|line| !line.starts_with(' '));
     printable && no_trailing_blanks && first_starts_clean
-}
-
-/// A YAML double-quoted scalar: `\\`, `"` and every character that is not plainly printable
-/// are escaped.
-fn double_quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_ascii() && (' '..='~').contains(&c) => out.push(c),
-            c if !c.is_ascii() && printable_non_ascii(c) => out.push(c),
-            c if (c as u32) <= 0xffff => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The width of each column: its widest cell, header included (in characters).

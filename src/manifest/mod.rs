@@ -3,7 +3,8 @@
 //! Two entry points share one pipeline:
 //! - [`load`] is the CLI side: it reads jaco.yaml, discovers the compose file, interpolates
 //!   with the `environment:` file, resolves `include`/`extends`, folds `env_file`, reads
-//!   secrets, validates, and returns the [`Resolved`] deployment or **every** problem found.
+//!   secrets, validates, and returns the [`Resolved`] deployment or **every** problem found;
+//!   [`load_documents`] also returns the resolved [`Documents`] that `jaco apply` sends.
 //! - [`resolve_documents`] is the daemon side: it trusts nothing the CLI did, re-validates the
 //!   documents it was sent, and refuses ones that still need the operator's files
 //!   (`env_file_unresolved`).
@@ -107,6 +108,18 @@ impl Resolved {
     }
 }
 
+/// The documents `jaco apply` sends for a deployment: jaco.yaml as written, and the compose
+/// document after every step that needs the operator's files (interpolation, `include`,
+/// `extends`, `env_file` and `label_file` folding). [`resolve_documents`] resolves them, with
+/// the secret and config contents, to the same deployment [`load`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Documents {
+    /// jaco.yaml, unchanged.
+    pub jaco_yaml: String,
+    /// The resolved compose document.
+    pub compose_yaml: String,
+}
+
 /// CLI side: loads, resolves and validates the deployment described by `jaco_yaml`.
 ///
 /// `compose` overrides the compose file (else jaco.yaml's `compose:`, else discovery). On
@@ -116,6 +129,15 @@ pub fn load(
     jaco_yaml: &Path,
     compose: Option<&Path>,
 ) -> Result<Resolved, Vec<Error>> {
+    load_documents(files, jaco_yaml, compose).map(|(resolved, _)| resolved)
+}
+
+/// [`load`], also returning the [`Documents`] to send to the daemon.
+pub fn load_documents(
+    files: &dyn FileSource,
+    jaco_yaml: &Path,
+    compose: Option<&Path>,
+) -> Result<(Resolved, Documents), Vec<Error>> {
     let jaco_dir = resolve::parent_dir(jaco_yaml);
     let jaco_text = read_source(files, jaco_yaml).map_err(|e| vec![e])?;
     let jaco_root = parse_source(&jaco_text, jaco_yaml).map_err(|e| vec![e])?;
@@ -148,14 +170,19 @@ pub fn load(
     resolve::resolve_extends(&mut compose_root, &compose_dir, files, &vars, &mut reader);
     resolve::fold_files(&mut compose_root, &compose_dir, files, &mut reader);
     let objects = resolve::read_objects(&compose_root, &compose_dir, files, &vars, &mut reader);
-    finish(
+    let resolved = finish(
         jaco,
         &compose_root,
         objects,
         reader,
         errors,
         jaco_reader.warnings,
-    )
+    )?;
+    let documents = Documents {
+        jaco_yaml: jaco_text,
+        compose_yaml: yaml::emit(&compose_root),
+    };
+    Ok((resolved, documents))
 }
 
 /// Daemon side: validates documents the CLI already resolved. `objects` are the secret and
