@@ -2,6 +2,7 @@
 //! stderr, output formats, completions, man pages, and the CLI reference in docs/cli.md.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -28,6 +29,11 @@ fn jaco(args: &[&str]) -> Output {
 }
 
 fn jaco_in(args: &[&str], dir: Option<&Path>) -> Output {
+    jaco_fed(args, dir, b"")
+}
+
+/// Runs the built binary with `input` on its standard input.
+fn jaco_fed(args: &[&str], dir: Option<&Path>, input: &[u8]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_jaco"));
     command.args(args);
     for var in ["JACO_TOKEN", "JACO_CA_CERT", "JACO_SOCKET", "JACO_DATA_DIR"] {
@@ -36,7 +42,16 @@ fn jaco_in(args: &[&str], dir: Option<&Path>) -> Output {
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
-    command.output().expect("run jaco")
+    command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("run jaco");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    // A command that does not read its input may exit first; a broken pipe is no failure.
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    child.wait_with_output().expect("wait for jaco")
 }
 
 fn stdout(output: &Output) -> String {
@@ -95,7 +110,8 @@ fn help_of_each_command_lists_its_subcommands() {
 }
 
 /// One command line per command that calls the daemon in this build, with its required
-/// arguments.
+/// arguments (run in a directory holding a valid jaco.yaml and compose.yaml, with a password on
+/// standard input).
 const CLIENT_COMMANDS: &[&[&str]] = &[
     &["cluster", "init"],
     &[
@@ -115,13 +131,6 @@ const CLIENT_COMMANDS: &[&[&str]] = &[
     &["token", "issue", "--name", "ci"],
     &["token", "revoke", "ci"],
     &["token", "list"],
-    &["audit", "--type", "apply,node_join"],
-    &["backup", "cluster.bak"],
-];
-
-/// One command line per command whose daemon service this build does not have.
-const NOT_AVAILABLE: &[&[&str]] = &[
-    &["node", "drain", "node-b"],
     &[
         "registry",
         "login",
@@ -132,15 +141,6 @@ const NOT_AVAILABLE: &[&[&str]] = &[
     ],
     &["registry", "logout", "ghcr.io/acme"],
     &["registry", "list"],
-    &[
-        "upgrade",
-        "start",
-        "--bundle",
-        "jaco-0.2.0-x86_64.bundle",
-        "--all",
-    ],
-    &["upgrade", "status"],
-    &["upgrade", "abort"],
     &["apply", "jaco.yaml"],
     &["status", "shop/web"],
     &["get", "deployments"],
@@ -152,7 +152,23 @@ const NOT_AVAILABLE: &[&[&str]] = &[
     &["logs", "shop/web", "--tail", "10"],
     &["exec", "shop/web/1", "-it", "--", "sh"],
     &["rollback", "shop"],
-    &["delete", "shop"],
+    &["delete", "shop", "--yes"],
+    &["audit", "--type", "apply,node_join"],
+    &["backup", "cluster.bak"],
+];
+
+/// One command line per command whose daemon service this build does not have.
+const NOT_AVAILABLE: &[&[&str]] = &[
+    &["node", "drain", "node-b"],
+    &[
+        "upgrade",
+        "start",
+        "--bundle",
+        "jaco-0.2.0-x86_64.bundle",
+        "--all",
+    ],
+    &["upgrade", "status"],
+    &["upgrade", "abort"],
 ];
 
 fn is_leaf(path: &[String]) -> bool {
@@ -193,11 +209,19 @@ fn every_client_command_says_when_the_daemon_is_unreachable() {
     // `cluster join` reads its --ca-cert before it dials the socket.
     let ca = jaco::pki::ClusterCa::generate("test").unwrap();
     std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).unwrap();
+    // `apply` resolves its files before it dials the socket.
+    std::fs::write(dir.path().join("jaco.yaml"), "deployment: shop\n").unwrap();
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        "services:\n  web:\n    image: nginx:1.25\n",
+    )
+    .unwrap();
     for argv in CLIENT_COMMANDS {
-        let mut args = argv.to_vec();
-        args.extend(["--socket", socket]);
+        // Before the command: `exec` takes everything after `--` as the remote command.
+        let mut args = vec!["--socket", socket];
+        args.extend_from_slice(argv);
         assert_failed(
-            &jaco_in(&args, Some(dir.path())),
+            &jaco_fed(&args, Some(dir.path()), b"s3cret\n"),
             argv,
             &format!(
                 "Error: internal: cannot reach the jaco daemon at {socket}: No such file or \
@@ -240,7 +264,7 @@ fn assert_failed(output: &Output, argv: &[&str], expected: &str) {
 
 #[test]
 fn verbose_prints_the_details_of_an_error() {
-    let output = jaco(&["-v", "registry", "list"]);
+    let output = jaco(&["-v", "upgrade", "status"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).ends_with("\n  reason=not_available_in_this_build\n"),

@@ -1,5 +1,6 @@
 //! Arguments shared by many commands: the global flags, `--consistent`, and the typed parsers
-//! for `deployment[/service[/index]]` selectors, durations and `HOST:PORT` addresses.
+//! for `deployment[/service[/index]]` selectors, durations, `--since` and `HOST:PORT`
+//! addresses.
 //!
 //! Role: parse at the edge, so that a malformed argument is a usage error (exit 2) before any
 //! command runs, and handlers receive typed values. This module must not resolve names against
@@ -144,6 +145,34 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
+/// Where `--since` starts: a period before now, or a point in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// This long before the serving node's now.
+    Ago(Duration),
+    /// At or after this time (Unix milliseconds).
+    At(i64),
+}
+
+/// Parses `--since`: a duration as [`parse_duration`] reads it, or an RFC 3339 time such as
+/// `2026-11-27T10:00:00Z`.
+pub fn parse_since(text: &str) -> Result<Since, String> {
+    if let Ok(period) = parse_duration(text) {
+        return Ok(Since::Ago(period));
+    }
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            format!(
+                "expected a duration such as 10m or 1h30m, or an RFC 3339 time such as \
+                 2026-11-27T10:00:00Z, got {text:?}"
+            )
+        })?;
+    let millis = at.unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(millis)
+        .map(Since::At)
+        .map_err(|_| format!("{text:?} is out of range"))
+}
+
 fn non_empty_parts(text: &str, min: usize, max: usize, shape: &str) -> Result<Vec<String>, String> {
     let parts: Vec<&str> = text.split('/').collect();
     if parts.len() < min || parts.len() > max || parts.iter().any(|p| p.is_empty()) {
@@ -183,34 +212,7 @@ impl fmt::Display for DeploymentSelector {
     }
 }
 
-/// `DEPLOYMENT/SERVICE` (for `jaco logs`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceRef {
-    /// The deployment name.
-    pub deployment: String,
-    /// The service name.
-    pub service: String,
-}
-
-impl FromStr for ServiceRef {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let mut parts = non_empty_parts(text, 2, 2, "DEPLOYMENT/SERVICE")?.into_iter();
-        Ok(ServiceRef {
-            deployment: parts.next().unwrap_or_default(),
-            service: parts.next().unwrap_or_default(),
-        })
-    }
-}
-
-impl fmt::Display for ServiceRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.deployment, self.service)
-    }
-}
-
-/// `DEPLOYMENT/SERVICE` or `DEPLOYMENT/SERVICE/INDEX` (for `jaco exec`).
+/// `DEPLOYMENT/SERVICE` or `DEPLOYMENT/SERVICE/INDEX` (for `jaco logs` and `jaco exec`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaSelector {
     /// The deployment name.
@@ -298,6 +300,22 @@ mod tests {
     }
 
     #[test]
+    fn since_is_a_duration_or_a_time() {
+        assert_eq!(parse_since("10m"), Ok(Since::Ago(Duration::from_secs(600))));
+        assert_eq!(
+            parse_since("2023-11-14T22:13:20Z"),
+            Ok(Since::At(1_700_000_000_000))
+        );
+        assert_eq!(
+            parse_since("2023-11-14T23:13:20.5+01:00"),
+            Ok(Since::At(1_700_000_000_500))
+        );
+        for bad in ["yesterday", "2023-11-14", "10", ""] {
+            assert!(parse_since(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
     fn deployment_selectors() {
         let all: DeploymentSelector = "shop".parse().unwrap();
         assert_eq!(all.deployment, "shop");
@@ -307,17 +325,6 @@ mod tests {
         assert_eq!(one.to_string(), "shop/web");
         for bad in ["", "/", "shop/", "/web", "shop/web/1"] {
             assert!(bad.parse::<DeploymentSelector>().is_err(), "{bad} accepted");
-        }
-    }
-
-    #[test]
-    fn service_refs() {
-        let r: ServiceRef = "shop/web".parse().unwrap();
-        assert_eq!((r.deployment.as_str(), r.service.as_str()), ("shop", "web"));
-        let err = "shop".parse::<ServiceRef>().unwrap_err();
-        assert_eq!(err, r#"expected DEPLOYMENT/SERVICE, got "shop""#);
-        for bad in ["shop/", "shop/web/0", "//"] {
-            assert!(bad.parse::<ServiceRef>().is_err(), "{bad} accepted");
         }
     }
 

@@ -243,19 +243,8 @@ impl Printer {
                 text.push_str(&output::table_line(widths, &event.row()));
                 text
             }
-            Printer::JsonLines => {
-                let mut line = serde_json::to_string(event).map_err(|e| {
-                    Failure::from(output::RenderError {
-                        format: "json",
-                        reason: e.to_string(),
-                    })
-                })?;
-                line.push('\n');
-                line
-            }
-            Printer::YamlDocuments => {
-                format!("---\n{}", output::render(event, output::DataFormat::Yaml)?)
-            }
+            Printer::JsonLines => output::stream_item(event, output::DataFormat::Json)?,
+            Printer::YamlDocuments => output::stream_item(event, output::DataFormat::Yaml)?,
         })
     }
 }

@@ -35,6 +35,8 @@ use super::{Context, Failure};
 use crate::error::{Code, Error};
 use crate::proto::v1::audit_client::AuditClient;
 use crate::proto::v1::cluster_client::ClusterClient;
+use crate::proto::v1::deploy_client::DeployClient;
+use crate::proto::v1::registry_client::RegistryClient;
 use crate::proto::v1::tokens_client::TokensClient;
 
 /// How long opening the connection (socket, TCP and TLS handshake) may take.
@@ -232,6 +234,16 @@ impl Connection {
     /// A client of the `Audit` service.
     pub fn audit(&self) -> AuditClient<Service> {
         AuditClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    /// A client of the `Registry` service.
+    pub fn registry(&self) -> RegistryClient<Service> {
+        RegistryClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    /// A client of the `Deploy` service.
+    pub fn deploy(&self) -> DeployClient<Service> {
+        DeployClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 }
 

@@ -6,9 +6,9 @@
 //! or the daemon (through [`client`]) → format output. Contract: a command either succeeds, or
 //! returns a [`Failure`] that `main` turns into `Error: <code>: <message>` lines on stderr and
 //! exit status 1 (a daemon's `tonic::Status` becomes its error envelope), or a usage error with
-//! exit status 2. A command whose daemon service does not exist in this build (`apply`,
-//! `status`, `get`, `logs`, `exec`, `rollback`, `delete`, `registry`, `upgrade`, `node drain`,
-//! `restore`, `daemon`) returns [`Context::needs_daemon`]: it never prints fake success.
+//! exit status 2, or (`exec`) the exit status of the remote command. A command whose daemon
+//! service does not exist in this build (`get routes`, `get route`, `upgrade`, `node drain`,
+//! `restore`) returns [`Context::needs_daemon`]: it never prints fake success.
 //!
 //! This module must not hold domain logic (manifest rules, scheduling, wire formats) nor print
 //! errors itself; it must not pick an output format a command did not declare
@@ -30,9 +30,16 @@ pub mod cluster;
 pub mod completion;
 pub mod config;
 pub mod deploy;
+pub mod deploy_view;
+pub mod follow;
 pub mod node;
 pub mod output;
+pub mod progress;
 pub mod registry;
+pub mod replica_io;
+#[cfg(test)]
+pub(crate) mod scripted;
+pub mod terminal;
 pub mod token;
 pub mod upgrade;
 pub mod validate;
@@ -162,6 +169,9 @@ pub enum Failure {
     Reported,
     /// A usage error; `main` prints it the way clap does and exits 2.
     Usage(Box<clap::Error>),
+    /// The command ran a remote process (`exec`) that exited with this non-zero status; `main`
+    /// prints nothing more and exits with it.
+    Exit(i32),
 }
 
 impl From<Error> for Failure {
@@ -214,6 +224,32 @@ pub struct Context<'a> {
     pub out: &'a mut dyn Write,
     /// Standard error: warnings and progress.
     pub err: &'a mut dyn Write,
+    /// Which of the process's standard streams are terminals.
+    pub terminals: Terminals,
+}
+
+/// Which standard streams are terminals: live progress redraws in place only on a terminal,
+/// prompts need one, and `exec -t` switches a terminal to raw mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Terminals {
+    /// Standard input is a terminal.
+    pub stdin: bool,
+    /// Standard output is a terminal.
+    pub stdout: bool,
+    /// Standard error is a terminal.
+    pub stderr: bool,
+}
+
+impl Terminals {
+    /// The terminals of this process.
+    pub fn detect() -> Terminals {
+        use std::io::IsTerminal;
+        Terminals {
+            stdin: io::stdin().is_terminal(),
+            stdout: io::stdout().is_terminal(),
+            stderr: io::stderr().is_terminal(),
+        }
+    }
 }
 
 impl Context<'_> {
@@ -248,12 +284,7 @@ impl Context<'_> {
         value: &T,
         table: impl FnOnce(&T) -> String,
     ) -> Result<(), Failure> {
-        let text = match output::DataFormat::of(self.format) {
-            Some(format) => output::render(value, format)?,
-            None => table(value),
-        };
-        self.out.write_all(text.as_bytes())?;
-        Ok(())
+        print_to(self.out, self.format, value, table)
     }
 
     /// Prints a warning on stderr as `Warning: <text>`, unless `--quiet`.
@@ -268,6 +299,23 @@ impl Context<'_> {
     pub fn usage_error(&self, kind: ErrorKind, message: impl std::fmt::Display) -> Failure {
         Failure::from(usage_error(&self.path, kind, message))
     }
+}
+
+/// Writes `value` to `out` as JSON or YAML when `format` is one of those, else the text that
+/// `table` makes of it ([`Context::print`] for code that holds the streams apart from the
+/// context).
+pub fn print_to<T: serde::Serialize>(
+    out: &mut dyn Write,
+    format: OutputFormat,
+    value: &T,
+    table: impl FnOnce(&T) -> String,
+) -> Result<(), Failure> {
+    let text = match output::DataFormat::of(format) {
+        Some(format) => output::render(value, format)?,
+        None => table(value),
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 /// A clap usage error for the subcommand at `path`, with that subcommand's usage line.
@@ -309,12 +357,14 @@ where
     Ok((cli, matches))
 }
 
-/// Runs a parsed command line, writing its output to `out` and warnings to `err`.
+/// Runs a parsed command line, writing its output to `out` and warnings to `err`;
+/// `terminals` says which of the process's standard streams are terminals.
 pub fn execute(
     cli: &Cli,
     matches: &ArgMatches,
     out: &mut dyn Write,
     err: &mut dyn Write,
+    terminals: Terminals,
 ) -> Result<(), Failure> {
     let path = command_path(matches);
     let format = cli
@@ -334,6 +384,7 @@ pub fn execute(
         path,
         out,
         err,
+        terminals,
     };
     match &cli.command {
         Command::Cluster(args) => cluster::run(args, &mut ctx),
@@ -372,20 +423,23 @@ mod tests {
                 err.extend(e.render().to_string().into_bytes());
                 e.exit_code()
             }
-            Ok((cli, matches)) => match execute(&cli, &matches, &mut out, &mut err) {
-                Ok(()) => 0,
-                Err(Failure::Errors(errors)) => {
-                    for e in errors {
-                        err.extend(format!("{}\n", e.render(cli.global.verbose)).into_bytes());
+            Ok((cli, matches)) => {
+                match execute(&cli, &matches, &mut out, &mut err, Terminals::default()) {
+                    Ok(()) => 0,
+                    Err(Failure::Errors(errors)) => {
+                        for e in errors {
+                            err.extend(format!("{}\n", e.render(cli.global.verbose)).into_bytes());
+                        }
+                        crate::error::EXIT_OPERATIONAL
                     }
-                    crate::error::EXIT_OPERATIONAL
+                    Err(Failure::Reported) => crate::error::EXIT_OPERATIONAL,
+                    Err(Failure::Usage(e)) => {
+                        err.extend(e.render().to_string().into_bytes());
+                        e.exit_code()
+                    }
+                    Err(Failure::Exit(status)) => status,
                 }
-                Err(Failure::Reported) => crate::error::EXIT_OPERATIONAL,
-                Err(Failure::Usage(e)) => {
-                    err.extend(e.render().to_string().into_bytes());
-                    e.exit_code()
-                }
-            },
+            }
         };
         (
             status,
@@ -446,15 +500,15 @@ mod tests {
 
     #[test]
     fn a_daemon_command_fails_with_the_shared_error() {
-        let (status, out, err) = run(&["status", "shop"]);
+        let (status, out, err) = run(&["upgrade", "status"]);
         assert_eq!(status, 1);
         assert_eq!(out, "");
         assert_eq!(
             err,
-            "Error: internal: `jaco status` is not available in this build: it needs the jaco \
-             daemon, which lands with the control-plane work\n"
+            "Error: internal: `jaco upgrade status` is not available in this build: it needs \
+             the jaco daemon, which lands with the control-plane work\n"
         );
-        let (_, _, err) = run(&["-v", "status"]);
+        let (_, _, err) = run(&["-v", "upgrade", "abort"]);
         assert!(
             err.ends_with("\n  reason=not_available_in_this_build\n"),
             "{err}"

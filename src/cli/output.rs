@@ -162,6 +162,25 @@ pub fn render<T: Serialize + ?Sized>(value: &T, format: DataFormat) -> Result<St
     }
 }
 
+/// One item of a stream of values (`audit -f`, `status --watch`): a compact JSON object on a
+/// line of its own, or a YAML document that starts with `---`.
+pub fn stream_item<T: Serialize + ?Sized>(
+    value: &T,
+    format: DataFormat,
+) -> Result<String, RenderError> {
+    match format {
+        DataFormat::Json => {
+            let mut line = serde_json::to_string(value).map_err(|e| RenderError {
+                format: "json",
+                reason: e.to_string(),
+            })?;
+            line.push('\n');
+            Ok(line)
+        }
+        DataFormat::Yaml => Ok(format!("---\n{}", render(value, DataFormat::Yaml)?)),
+    }
+}
+
 /// Emits a JSON value as one YAML document (no `---` header), ending with a newline.
 pub fn to_yaml(value: &serde_json::Value) -> Result<String, String> {
     let yaml = json_to_yaml(value, true);
@@ -585,6 +604,19 @@ mod tests {
         assert_eq!(yaml(json!(5)), "5\n");
         round_trips(json!([]));
         round_trips(json!("0.1.0"));
+    }
+
+    #[test]
+    fn streamed_items_are_json_lines_or_yaml_documents() {
+        let value = json!({"a": 1, "b": "x"});
+        assert_eq!(
+            stream_item(&value, DataFormat::Json).unwrap(),
+            "{\"a\":1,\"b\":\"x\"}\n"
+        );
+        assert_eq!(
+            stream_item(&value, DataFormat::Yaml).unwrap(),
+            "---\na: 1\nb: x\n"
+        );
     }
 
     #[test]

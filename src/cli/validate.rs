@@ -69,7 +69,15 @@ pub fn run(args: &ValidateArgs, ctx: &mut Context<'_>) -> Result<(), Failure> {
 /// Resolves a deployment from the real filesystem. Never returns `Err` with an empty list: a
 /// failure always names at least one problem.
 pub(crate) fn load(file: &Path, compose: Option<&Path>) -> Result<Resolved, Vec<Error>> {
-    manifest::load(&manifest::Filesystem, file, compose).map_err(|errors| {
+    load_documents(file, compose).map(|(resolved, _)| resolved)
+}
+
+/// [`load`], also returning the documents `jaco apply` sends.
+pub(crate) fn load_documents(
+    file: &Path,
+    compose: Option<&Path>,
+) -> Result<(Resolved, manifest::Documents), Vec<Error>> {
+    manifest::load_documents(&manifest::Filesystem, file, compose).map_err(|errors| {
         if errors.is_empty() {
             vec![
                 Error::new(

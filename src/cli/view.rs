@@ -13,7 +13,11 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::proto::v1::{AuditEventType, NodeStatus, RaftRole, Reachability};
+use crate::proto::v1::{
+    AuditEventType, BlobKind, CertificateState, DependencyCondition, DeploymentStatus, DiffKind,
+    FailureAction, NodeStatus, PlacementMode, RaftRole, Reachability, ReplicaState, RevisionOrigin,
+    RolloutState, TlsMode, UpdateOrder,
+};
 
 /// A proto enum of a closed set, spelled in output by its short lowercase name.
 pub trait ClosedSet: TryFrom<i32> + Copy {
@@ -44,6 +48,18 @@ closed_set! {
     RaftRole => "RAFT_ROLE_",
     Reachability => "REACHABILITY_",
     AuditEventType => "AUDIT_EVENT_TYPE_",
+    ReplicaState => "REPLICA_STATE_",
+    DeploymentStatus => "DEPLOYMENT_STATUS_",
+    RolloutState => "ROLLOUT_STATE_",
+    PlacementMode => "PLACEMENT_MODE_",
+    UpdateOrder => "UPDATE_ORDER_",
+    FailureAction => "FAILURE_ACTION_",
+    DependencyCondition => "DEPENDENCY_CONDITION_",
+    TlsMode => "TLS_MODE_",
+    CertificateState => "CERTIFICATE_STATE_",
+    BlobKind => "BLOB_KIND_",
+    DiffKind => "DIFF_KIND_",
+    RevisionOrigin => "REVISION_ORIGIN_",
 }
 
 /// The short name of a value (`NODE_STATUS_READY` → `ready`).

@@ -118,6 +118,8 @@ pub struct Documents {
     pub jaco_yaml: String,
     /// The resolved compose document.
     pub compose_yaml: String,
+    /// Where the compose file was found (for messages).
+    pub compose_path: PathBuf,
 }
 
 /// CLI side: loads, resolves and validates the deployment described by `jaco_yaml`.
@@ -181,6 +183,7 @@ pub fn load_documents(
     let documents = Documents {
         jaco_yaml: jaco_text,
         compose_yaml: yaml::emit(&compose_root),
+        compose_path,
     };
     Ok((resolved, documents))
 }
