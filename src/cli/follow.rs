@@ -27,8 +27,11 @@ use crate::error::{Code, Error};
 use crate::proto::v1 as pb;
 use crate::proto::v1::deploy_client::DeployClient;
 
-/// Changes that arrive within this long of each other are shown together.
+/// Changes that arrive within this long of each other are shown together…
 const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// …but a steady stream of changes is shown at least this often.
+const MAX_BATCH: Duration = Duration::from_millis(500);
 
 /// The entity types whose changes can change a deployment's status.
 const STATUS_TYPES: &[pb::EntityType] = &[
@@ -64,13 +67,21 @@ impl Changes {
         Ok(Changes { stream })
     }
 
-    /// Waits for the next change, then takes every change that follows within [`DEBOUNCE`].
+    /// Waits for the next change, then takes every change that follows within [`DEBOUNCE`],
+    /// for at most [`MAX_BATCH`].
     pub async fn next(&mut self) -> Result<(), Failure> {
         self.one().await?;
-        while let Ok(message) = tokio::time::timeout(DEBOUNCE, self.one()).await {
-            message?;
+        let batch_ends = Instant::now() + MAX_BATCH;
+        loop {
+            let left = batch_ends.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            match tokio::time::timeout(DEBOUNCE.min(left), self.one()).await {
+                Ok(message) => message?,
+                Err(_) => return Ok(()),
+            }
         }
-        Ok(())
     }
 
     async fn one(&mut self) -> Result<(), Failure> {

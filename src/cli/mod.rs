@@ -6,9 +6,10 @@
 //! or the daemon (through [`client`]) → format output. Contract: a command either succeeds, or
 //! returns a [`Failure`] that `main` turns into `Error: <code>: <message>` lines on stderr and
 //! exit status 1 (a daemon's `tonic::Status` becomes its error envelope), or a usage error with
-//! exit status 2, or (`exec`) the exit status of the remote command. A command whose daemon
-//! service does not exist in this build (`get routes`, `get route`, `upgrade`, `node drain`,
-//! `restore`) returns [`Context::needs_daemon`]: it never prints fake success.
+//! exit status 2, or ([`Failure::Exit`]) the exit status of a remote command (`exec`) or 130
+//! after Ctrl-C (`apply`, `rollback`). A command whose daemon service does not exist in this
+//! build (`upgrade`, `node drain`) returns [`Context::needs_daemon`]: it never prints fake
+//! success.
 //!
 //! This module must not hold domain logic (manifest rules, scheduling, wire formats) nor print
 //! errors itself; it must not pick an output format a command did not declare
@@ -169,8 +170,8 @@ pub enum Failure {
     Reported,
     /// A usage error; `main` prints it the way clap does and exits 2.
     Usage(Box<clap::Error>),
-    /// The command ran a remote process (`exec`) that exited with this non-zero status; `main`
-    /// prints nothing more and exits with it.
+    /// The command ended with this exit status and already said why: a remote process (`exec`)
+    /// exited with it, or the operator interrupted a follow (130); `main` prints nothing more.
     Exit(i32),
 }
 
