@@ -310,9 +310,9 @@ cmd_down() {
   local id=""
   [ -r "$cluster_id_file" ] && id=$(cat "$cluster_id_file")
   if daemon_pid >/dev/null && daemon_answers && [ -n "$id" ]; then
-    say "jaco delete $deployment"
+    say "jaco delete --yes $deployment"
     local output
-    if output=$("$jaco" delete "$deployment" 2>&1); then
+    if output=$("$jaco" delete --yes "$deployment" 2>&1); then
       echo "$output"
       wait_until 60 "the daemon to remove the containers of $deployment" no_containers_left "$id" ||
         echo "    removing the rest directly"
