@@ -305,7 +305,10 @@ mod tests {
             assert_eq!(config.data_dir, PathBuf::from("/var/lib/jaco"));
             assert_eq!(config.advertise_addr(), "node-1:7000");
             assert_eq!(config.runtime.docker_socket, "unix:///var/run/docker.sock");
-            assert_eq!(config.runtime.secrets_dir, PathBuf::from("/run/jaco/secrets"));
+            assert_eq!(
+                config.runtime.secrets_dir,
+                PathBuf::from("/run/jaco/secrets")
+            );
             assert_eq!(config.runtime.pull_retry_budget, 10);
         }
     }

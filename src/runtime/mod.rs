@@ -17,6 +17,7 @@ mod container;
 pub mod credentials;
 pub mod docker;
 pub mod observe;
+pub mod plan;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -104,6 +104,30 @@ pub struct Memory {
 }
 
 impl Memory {
+    /// Takes over a container the replicated state last saw `running` (a daemon restart
+    /// adopting its containers): it counts as having reached running, so the next running poll
+    /// reports `running` again instead of starting the count over; `restarts` is the failed
+    /// restart count the state recorded.
+    pub fn adopt(&mut self, replica: &str, container: &str, restarts: u32) {
+        let key = (replica.to_owned(), container.to_owned());
+        self.running_polls
+            .insert(key.clone(), HEALTHY_CONSECUTIVE_COUNT);
+        self.reached_running.insert(key);
+        if restarts > 0 {
+            self.failed_restarts.insert(replica.to_owned(), restarts);
+        }
+    }
+
+    /// Restarts in a row that never reached running (what `restart_count` reports).
+    pub fn restarts(&self, replica: &str) -> u32 {
+        self.failed_restarts.get(replica).copied().unwrap_or(0)
+    }
+
+    /// Whether the replica spent its restart budget (only a new apply clears it).
+    pub fn exhausted(&self, replica: &str) -> bool {
+        self.restarts(replica) >= RESTART_BUDGET
+    }
+
     /// Forgets a replica (a new apply, or the replica was removed): its counters start over.
     pub fn forget(&mut self, replica: &str) {
         self.running_polls.retain(|(r, _), _| r != replica);
@@ -121,7 +145,7 @@ pub fn observe(
     inspection: &Inspection,
 ) -> Verdict {
     let key = (replica.to_owned(), inspection.container_id.clone());
-    if memory.failed_restarts.get(replica).copied().unwrap_or(0) >= RESTART_BUDGET {
+    if memory.exhausted(replica) {
         return exhausted();
     }
     match inspection.status {
@@ -381,6 +405,30 @@ mod tests {
         );
         assert_eq!(verdict.state, ReplicaState::Pending);
         assert_eq!(verdict.code, "container_exited");
+    }
+
+    #[test]
+    fn an_adopted_running_container_stays_running_and_keeps_its_restart_count() {
+        let mut memory = Memory::default();
+        memory.adopt("r1", "c1", 2);
+        let up = inspect("c1", Status::Running, Health::None);
+        assert_eq!(
+            observe(&mut memory, "r1", false, &up).state,
+            ReplicaState::Running
+        );
+        // Serving reset the budget once running was observed again.
+        assert_eq!(memory.restarts("r1"), 0);
+
+        let mut memory = Memory::default();
+        memory.adopt("r1", "c1", 2);
+        assert_eq!(memory.restarts("r1"), 2);
+        assert!(!memory.exhausted("r1"));
+        // Another container of the replica is not adopted.
+        let other = inspect("c2", Status::Running, Health::None);
+        assert_eq!(
+            observe(&mut memory, "r1", false, &other).state,
+            ReplicaState::Pending
+        );
     }
 
     #[test]
