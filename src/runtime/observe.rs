@@ -106,16 +106,12 @@ pub struct Memory {
 impl Memory {
     /// Takes over a container the replicated state last saw `running` (a daemon restart
     /// adopting its containers): it counts as having reached running, so the next running poll
-    /// reports `running` again instead of starting the count over; `restarts` is the failed
-    /// restart count the state recorded.
-    pub fn adopt(&mut self, replica: &str, container: &str, restarts: u32) {
+    /// reports `running` again instead of starting the count over.
+    pub fn adopt(&mut self, replica: &str, container: &str) {
         let key = (replica.to_owned(), container.to_owned());
         self.running_polls
             .insert(key.clone(), HEALTHY_CONSECUTIVE_COUNT);
         self.reached_running.insert(key);
-        if restarts > 0 {
-            self.failed_restarts.insert(replica.to_owned(), restarts);
-        }
     }
 
     /// Restarts in a row that never reached running (what `restart_count` reports).
@@ -408,27 +404,28 @@ mod tests {
     }
 
     #[test]
-    fn an_adopted_running_container_stays_running_and_keeps_its_restart_count() {
+    fn an_adopted_running_container_stays_running() {
         let mut memory = Memory::default();
-        memory.adopt("r1", "c1", 2);
+        memory.adopt("r1", "c1");
         let up = inspect("c1", Status::Running, Health::None);
         assert_eq!(
             observe(&mut memory, "r1", false, &up).state,
             ReplicaState::Running
         );
-        // Serving reset the budget once running was observed again.
-        assert_eq!(memory.restarts("r1"), 0);
-
-        let mut memory = Memory::default();
-        memory.adopt("r1", "c1", 2);
-        assert_eq!(memory.restarts("r1"), 2);
-        assert!(!memory.exhausted("r1"));
+        let starting = inspect("c1", Status::Running, Health::Starting);
+        assert_eq!(
+            observe(&mut memory, "r1", true, &starting).state,
+            ReplicaState::Running,
+            "a check still in its interval does not demote an adopted replica"
+        );
         // Another container of the replica is not adopted.
         let other = inspect("c2", Status::Running, Health::None);
         assert_eq!(
             observe(&mut memory, "r1", false, &other).state,
             ReplicaState::Pending
         );
+        assert_eq!(memory.restarts("r1"), 0);
+        assert!(!memory.exhausted("r1"));
     }
 
     #[test]

@@ -217,6 +217,7 @@ pub fn replica_plan(
                 spec_hash: desired.spec_hash.clone(),
                 revision: desired.revision,
                 restart_generation: desired.restart_generation,
+                node: desired.node.clone(),
             },
             spec: Arc::new(spec.clone()),
             networks: attachments,

@@ -114,7 +114,7 @@ fn import_busybox(tag: &str) {
         "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
     )
     .expect("write /etc/passwd");
-    let tar = Command::new("tar")
+    let mut tar = Command::new("tar")
         .args(["-C"])
         .arg(root.path())
         .args(["-c", "."])
@@ -123,10 +123,11 @@ fn import_busybox(tag: &str) {
         .expect("run tar");
     let status = Command::new("docker")
         .args(["import", "--change", "CMD [\"sh\"]", "-", tag])
-        .stdin(tar.stdout.expect("tar output"))
+        .stdin(tar.stdout.take().expect("tar output"))
         .stdout(Stdio::null())
         .status()
         .expect("run docker import");
+    assert!(tar.wait().expect("tar finishes").success(), "tar failed");
     assert!(status.success(), "docker import {tag} failed");
 }
 
