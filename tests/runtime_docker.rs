@@ -54,6 +54,7 @@ fn plan_with(cluster: &str, replica: &str, set: impl FnOnce(&mut ContainerSpec))
             spec_hash: "hash".into(),
             revision: 1,
             restart_generation: 0,
+            node: "n1".into(),
         },
         spec: Arc::new(spec),
         networks: Vec::new(),

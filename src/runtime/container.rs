@@ -634,6 +634,7 @@ mod tests {
                 spec_hash: "h1".into(),
                 revision: 3,
                 restart_generation: 0,
+                node: "n1".into(),
             },
             spec: Arc::new(spec),
             networks: vec![NetworkAttachment {

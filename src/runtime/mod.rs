@@ -12,11 +12,13 @@
 //! failed pull is retried ([`backoff`]). This module declares; it must not talk to Docker
 //! itself.
 
+pub mod agent;
 pub mod backoff;
 mod container;
 pub mod credentials;
 pub mod docker;
 pub mod observe;
+pub mod plan;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -52,6 +54,9 @@ pub const LABEL_SPEC_HASH: &str = "jaco.spec_hash";
 pub const LABEL_REVISION: &str = "jaco.revision";
 /// Label holding the replica's restart generation the container was created for.
 pub const LABEL_RESTART_GENERATION: &str = "jaco.restart_generation";
+/// Label holding the node that created the container (several test nodes may share one
+/// engine; a node never touches another node's containers).
+pub const LABEL_NODE: &str = "jaco.node";
 /// Label holding the compose network name on a network jaco created.
 pub const LABEL_NETWORK: &str = "jaco.network";
 /// Label holding the compose volume name on a volume jaco created.
@@ -216,6 +221,8 @@ pub struct ReplicaIdentity {
     pub revision: u64,
     /// The replica's restart generation the container was created for.
     pub restart_generation: u64,
+    /// The node that created the container.
+    pub node: String,
 }
 
 impl ReplicaIdentity {
@@ -232,6 +239,7 @@ impl ReplicaIdentity {
                 LABEL_RESTART_GENERATION.to_owned(),
                 self.restart_generation.to_string(),
             ),
+            (LABEL_NODE.to_owned(), self.node.clone()),
         ])
     }
 
@@ -247,6 +255,7 @@ impl ReplicaIdentity {
             spec_hash: text(LABEL_SPEC_HASH)?,
             revision: number(LABEL_REVISION)?,
             restart_generation: number(LABEL_RESTART_GENERATION)?,
+            node: text(LABEL_NODE)?,
         })
     }
 }
@@ -442,6 +451,7 @@ mod tests {
             spec_hash: "abc".into(),
             revision: 7,
             restart_generation: 2,
+            node: "n1".into(),
         };
         let labels = identity.labels();
         assert_eq!(labels[LABEL_REPLICA_ID], "shop-web-1");

@@ -104,6 +104,26 @@ pub struct Memory {
 }
 
 impl Memory {
+    /// Takes over a container the replicated state last saw `running` (a daemon restart
+    /// adopting its containers): it counts as having reached running, so the next running poll
+    /// reports `running` again instead of starting the count over.
+    pub fn adopt(&mut self, replica: &str, container: &str) {
+        let key = (replica.to_owned(), container.to_owned());
+        self.running_polls
+            .insert(key.clone(), HEALTHY_CONSECUTIVE_COUNT);
+        self.reached_running.insert(key);
+    }
+
+    /// Restarts in a row that never reached running (what `restart_count` reports).
+    pub fn restarts(&self, replica: &str) -> u32 {
+        self.failed_restarts.get(replica).copied().unwrap_or(0)
+    }
+
+    /// Whether the replica spent its restart budget (only a new apply clears it).
+    pub fn exhausted(&self, replica: &str) -> bool {
+        self.restarts(replica) >= RESTART_BUDGET
+    }
+
     /// Forgets a replica (a new apply, or the replica was removed): its counters start over.
     pub fn forget(&mut self, replica: &str) {
         self.running_polls.retain(|(r, _), _| r != replica);
@@ -121,7 +141,7 @@ pub fn observe(
     inspection: &Inspection,
 ) -> Verdict {
     let key = (replica.to_owned(), inspection.container_id.clone());
-    if memory.failed_restarts.get(replica).copied().unwrap_or(0) >= RESTART_BUDGET {
+    if memory.exhausted(replica) {
         return exhausted();
     }
     match inspection.status {
@@ -381,6 +401,31 @@ mod tests {
         );
         assert_eq!(verdict.state, ReplicaState::Pending);
         assert_eq!(verdict.code, "container_exited");
+    }
+
+    #[test]
+    fn an_adopted_running_container_stays_running() {
+        let mut memory = Memory::default();
+        memory.adopt("r1", "c1");
+        let up = inspect("c1", Status::Running, Health::None);
+        assert_eq!(
+            observe(&mut memory, "r1", false, &up).state,
+            ReplicaState::Running
+        );
+        let starting = inspect("c1", Status::Running, Health::Starting);
+        assert_eq!(
+            observe(&mut memory, "r1", true, &starting).state,
+            ReplicaState::Running,
+            "a check still in its interval does not demote an adopted replica"
+        );
+        // Another container of the replica is not adopted.
+        let other = inspect("c2", Status::Running, Health::None);
+        assert_eq!(
+            observe(&mut memory, "r1", false, &other).state,
+            ReplicaState::Pending
+        );
+        assert_eq!(memory.restarts("r1"), 0);
+        assert!(!memory.exhausted("r1"));
     }
 
     #[test]
