@@ -145,6 +145,15 @@ impl<P: Peers> Submitter<P> {
                     Ok(result) => return Ok(result),
                     // The leader moved or became unreachable: reassess below.
                     Err(error) if retryable(&error) => {}
+                    // A forward over a connection that went silent: when this node cannot
+                    // reach a majority, that (not a lost leader) is the answer.
+                    Err(error) if outcome_unknown(&error) => {
+                        let situation = self.situation(&metrics, false).await;
+                        if classify(situation) == Verdict::QuorumLost {
+                            return Err(quorum_lost_unknown_outcome(&metrics));
+                        }
+                        return Err(error);
+                    }
                     Err(error) => return Err(error),
                 }
             }
@@ -368,12 +377,27 @@ fn quorum_lost_in_flight(metrics: &RaftMetrics) -> Error {
     error
 }
 
+/// `quorum_lost` for a write forwarded before this node noticed it is cut off: the leader may
+/// have received it.
+fn quorum_lost_unknown_outcome(metrics: &RaftMetrics) -> Error {
+    let mut error = quorum_lost(metrics).with("outcome", "unknown");
+    error.message.push_str(
+        "; the leader may have received this write before the connection went silent: check \
+         before retrying",
+    );
+    error
+}
+
+/// A forward whose connection broke after the write was sent.
+fn outcome_unknown(error: &Error) -> bool {
+    error.details.get("reason").map(String::as_str) == Some("outcome_unknown")
+}
+
 /// Errors that mean "the leader moved or vanished", after which the write is reassessed.
 fn retryable(error: &Error) -> bool {
     let reason = error.details.get("reason").map(String::as_str);
     // A write whose outcome is unknown must not be proposed twice.
-    reason != Some("outcome_unknown")
-        && (error.code == Code::NoLeader || reason == Some("unreachable"))
+    !outcome_unknown(error) && (error.code == Code::NoLeader || reason == Some("unreachable"))
 }
 
 #[cfg(test)]
