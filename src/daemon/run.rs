@@ -1,6 +1,6 @@
 //! The daemon's lifecycle: configuration → logging → data directory → metrics endpoint →
-//! control socket → (once a member) raft, the TLS API and the membership reconciler → wait for
-//! a signal or a fatal storage error → graceful shutdown.
+//! control socket → (once a member) raft, the TLS API, the membership reconciler and the node
+//! agent → wait for a signal or a fatal storage error → graceful shutdown.
 //!
 //! Exits non-zero when raft storage fails (systemd restarts the daemon) and never limps on.
 //! This module wires; it must not contain request handling or cluster logic.
@@ -21,6 +21,8 @@ use crate::api::{listen, server};
 use crate::error::{Code, Error};
 use crate::pki::NodeIdentity;
 use crate::raft::raft_config;
+use crate::runtime::Runtime;
+use crate::runtime::docker::Docker;
 
 /// How often the raft gauges and readiness are refreshed (besides on every metrics change).
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
@@ -148,9 +150,13 @@ pub async fn run(config: DaemonConfig) -> Result<(), Error> {
         "jaco daemon started"
     );
 
+    // The engine is contacted lazily: a node whose Docker is down still starts, and says so.
+    let runtime: Arc<dyn Runtime> = Arc::new(Docker::new(&config.runtime.docker_socket));
     let member_task = tokio::spawn(run_member(
         context.clone(),
         config.api_listen,
+        runtime,
+        config.runtime.clone(),
         ready_tx,
         fatal_tx,
         stop.clone(),
@@ -225,11 +231,13 @@ async fn resume(
     Member::start(settings, identity, metrics).await.map(Some)
 }
 
-/// Once this node is a member: serves the TLS API, runs the reconciler, samples raft metrics
-/// and reports a fatal raft error.
+/// Once this node is a member: serves the TLS API, runs the reconciler and the node agent,
+/// samples raft metrics and reports a fatal raft error.
 async fn run_member(
     context: Arc<ApiContext>,
     api_listen: std::net::SocketAddr,
+    runtime: Arc<dyn Runtime>,
+    runtime_settings: super::config::RuntimeSettings,
     ready: watch::Sender<Readiness>,
     fatal: tokio::sync::mpsc::Sender<Error>,
     mut stop: watch::Receiver<bool>,
@@ -271,6 +279,12 @@ async fn run_member(
         }
     });
     let reconciler = tokio::spawn(reconcile::run(member.clone(), stop.clone()));
+    let agent = tokio::spawn(crate::runtime::agent::run(
+        member.clone(),
+        runtime,
+        runtime_settings,
+        stop.clone(),
+    ));
     tokio::spawn(record_restore(
         member.clone(),
         context.settings.data_dir.clone(),
@@ -292,6 +306,7 @@ async fn run_member(
         }
     }
     let _ = reconciler.await;
+    let _ = agent.await;
     if let Ok(Err(error)) = tls.await {
         let _ = fatal.send(error).await;
     }

@@ -74,13 +74,16 @@ impl Daemons {
             let data_dir = dir.path().join(&name);
             let socket = dir.path().join(format!("{name}.sock"));
             let config = dir.path().join(format!("{name}.yaml"));
+            // Each daemon gets its own secrets directory: they share the host's file system.
             let text = format!(
                 "node_name: {name}\ndata_dir: {}\napi_listen: 0.0.0.0:{API_PORT}\n\
                  advertise: {}:{API_PORT}\nsocket: {}\nsocket_group: null\n\
-                 metrics_listen: 127.0.0.1:9100\nlog: info,openraft=warn\nlog_format: json\n{extra}",
+                 metrics_listen: 127.0.0.1:9100\nlog: info,openraft=warn\nlog_format: json\n\
+                 runtime: {{secrets_dir: {}}}\n{extra}",
                 data_dir.display(),
                 net.addr(index),
                 socket.display(),
+                dir.path().join(format!("{name}-secrets")).display(),
             );
             std::fs::write(&config, text).expect("write daemon.yaml");
             nodes.push(Daemon {
