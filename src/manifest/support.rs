@@ -79,7 +79,10 @@ pub const SERVICE_KEYS: &[Row] = &[
         "folded into `labels` by the CLI; explicit `labels` win",
     ),
     honoured("labels", "map or `key=value` list"),
-    honoured("annotations", "map or `key=value` list"),
+    honoured(
+        "annotations",
+        "map or `key=value` list; needs Docker API 1.43 (engine 24), older engines ignore them",
+    ),
     honoured("user", ""),
     honoured("group_add", ""),
     honoured("working_dir", ""),
@@ -96,7 +99,10 @@ pub const SERVICE_KEYS: &[Row] = &[
     honoured("platform", ""),
     honoured("runtime", ""),
     honoured("tmpfs", "string or list"),
-    honoured("volumes", "named, bind and anonymous; short and long form"),
+    honoured(
+        "volumes",
+        "named, bind and anonymous; short and long form; `volume.subpath` needs Docker API 1.45",
+    ),
     honoured(
         "ports",
         "published TCP ports become cluster-wide L4 routes; 80 and 443 are reserved",
@@ -110,23 +116,35 @@ pub const SERVICE_KEYS: &[Row] = &[
         "depends_on",
         "list or map; `service_started` and `service_healthy`",
     ),
-    honoured("healthcheck", "including `disable: true`"),
+    honoured(
+        "healthcheck",
+        "including `disable: true`; `start_interval` needs Docker API 1.44",
+    ),
     honoured("stop_signal", ""),
-    honoured("stop_grace_period", ""),
+    honoured("stop_grace_period", "rounded up to whole seconds"),
     honoured("cap_add", ""),
     honoured("cap_drop", ""),
     honoured("sysctls", "map or list"),
     honoured("ulimits", "number or `{soft, hard}`"),
     honoured("shm_size", ""),
-    honoured("ipc", ""),
-    honoured("pid", ""),
+    honoured(
+        "ipc",
+        "`service:<name>` shares a replica's on the same node",
+    ),
+    honoured(
+        "pid",
+        "`service:<name>` shares a replica's on the same node",
+    ),
     honoured("uts", ""),
     honoured("userns_mode", ""),
     honoured("cgroup", ""),
     honoured("cgroup_parent", ""),
-    honoured("devices", "short and long form"),
+    honoured(
+        "devices",
+        "short and long form; CDI names (`vendor/class=name`) need an engine with CDI",
+    ),
     honoured("device_cgroup_rules", ""),
-    honoured("gpus", ""),
+    honoured("gpus", "needs the NVIDIA container toolkit on the node"),
     honoured("logging", "`driver` and `options`"),
     honoured("pull_policy", "always, missing, never, build (= missing)"),
     honoured(
@@ -272,6 +290,36 @@ pub fn top_level_key(key: &str) -> Option<&'static Row> {
     TOP_LEVEL_KEYS.iter().find(|row| row.key == key)
 }
 
+/// How the node's Docker runtime applies honoured keys (rendered into the doc).
+const RUNTIME_NOTES: &str = "\
+## How replicas run on Docker
+
+Each replica is one container, `jaco_<replica id>`, created through the Docker Engine API
+(jaco needs API 1.41, Docker 20.10, or newer; where a key needs a newer API the table says so,
+and an older engine ignores that value). Beyond the table:
+
+- **Restarts** are jaco's: containers get no Docker restart policy (`restart` is ignored).
+- **Healthchecks**: a service without `healthcheck` (or with `disable: true`) runs with
+  Docker's `NONE`, so an image's own `HEALTHCHECK` does not contradict the replica state;
+  `healthcheck:` without `test` keeps the image's command with the given timings.
+- **Ports** are not published on the container: published TCP ports become cluster-wide L4
+  routes served by every node.
+- **Networks**: each compose network is a bridge `jaco_<deployment>_<network>`; a replica is
+  attached with the service name and its compose `aliases` as DNS names.
+- **Named volumes** are `jaco_<deployment>_<volume>`, or the volume's `name:`; `external: true`
+  volumes must exist on the node and are never created or removed. Anonymous volumes are
+  removed with their container, so a restarted replica starts with fresh ones.
+- **Bind mounts** in short form create a missing host path (as `docker run -v` does); long form
+  with `bind.create_host_path: false` does not. Sources are paths on the node; a relative
+  source is refused by Docker (`docker_error`).
+- **Secrets and configs** are written by the node under its `runtime.secrets_dir` (a tmpfs on
+  appliance nodes) and bind-mounted read-only at `/run/secrets/<name>` and the config target;
+  `mode` defaults to `0444`, `uid`/`gid` must be numeric.
+- **`service:<name>`** in `network_mode`, `ipc` and `pid` needs a running replica of that
+  service on the same node; the replica stays `pending`, saying so, until there is one.
+
+";
+
 /// Renders `docs/compose-support.md` from the tables.
 pub fn render_markdown() -> String {
     let mut out = String::from(
@@ -288,6 +336,7 @@ pub fn render_markdown() -> String {
          not listed here is rejected too.\n\n\
          `x-*` extension keys are allowed at every level and ignored.\n\n",
     );
+    out.push_str(RUNTIME_NOTES);
     let sections: [(&str, &[Row]); 2] = [
         ("Service keys", SERVICE_KEYS),
         ("Top-level keys", TOP_LEVEL_KEYS),
