@@ -67,7 +67,7 @@ pub async fn run(
             break id;
         }
         tokio::select! {
-            _ = changes.recv() => {}
+            message = changes.recv() => if message.is_none() { return },
             _ = stop.changed() => return,
         }
     };

@@ -19,8 +19,8 @@
 //!   next step). A new restart generation or spec also forgets the replica's failures.
 //! - Containers are inspected every second until running, every five seconds after, and at
 //!   once on an engine event; each inspection goes through [`observe`]. `degraded` stops the
-//!   container, an exit removes it (and the replica is run again); `restart_exhausted` keeps it
-//!   stopped for inspection.
+//!   container, an exit removes it (and the replica is run again), and so does a container
+//!   left created but never started; `restart_exhausted` keeps it stopped for inspection.
 //! - Containers of replicas not desired on this node are stopped and removed, with their files,
 //!   once the state has caught up; so are networks of deployments that no longer exist, and the
 //!   volumes of deleted deployments unless the delete kept them.
@@ -581,6 +581,8 @@ impl Core {
                         })
                     }
                     Some(v) if v.code == "container_exited" => Some(remove),
+                    // Created but never started (the daemon stopped between the two): redo.
+                    Some(_) if container.status == Status::Created => Some(remove),
                     Some(v) if v.state == ReplicaState::Failed => None,
                     _ if now >= track.next_inspect_at => Some(Action::Inspect {
                         replica: id.clone(),
@@ -1868,6 +1870,21 @@ mod tests {
             [Action::EnsureImage { .. }]
         ));
         assert_eq!(h.last(&web.id).restart_count, 0);
+    }
+
+    #[test]
+    fn a_container_left_created_is_replaced() {
+        let mut h = Harness::new();
+        let web = desired("shop-web-1", "web");
+        h.want(web.clone(), spec("nginx:1"));
+        // The daemon stopped between create and start.
+        h.boot(vec![container(&web, "c0", Status::Created, Health::None)]);
+        assert_eq!(h.decide(), [remove(&web, "c0")]);
+        h.removed(&web, false);
+        // The image is known to be on the node; a container this agent just started is not
+        // mistaken for one left created.
+        h.start(&web, "c1");
+        assert_eq!(h.decide(), [inspect(&web)]);
     }
 
     #[test]
