@@ -448,6 +448,15 @@ impl Core {
         self.engine == Engine::Up
     }
 
+    /// Whether the engine answered its last ping (`None` before the first one).
+    pub fn engine_answers(&self) -> Option<bool> {
+        match self.engine {
+            Engine::Unknown => None,
+            Engine::Up => Some(true),
+            Engine::Down(_) => Some(false),
+        }
+    }
+
     fn ready(&self, busy: &Busy, now: i64) -> bool {
         !self.busy.contains(busy) && self.hold.get(busy).is_none_or(|until| now >= *until)
     }
