@@ -39,7 +39,16 @@ struct Node {
 
 impl Node {
     async fn start(pull_retry_budget: u32) -> Node {
-        let dir = tempfile::tempdir().unwrap();
+        Node::start_on(
+            DOCKER_SOCKET,
+            tempfile::tempdir().unwrap(),
+            pull_retry_budget,
+        )
+        .await
+    }
+
+    /// A node whose engine socket is `socket`, with its files under `dir`.
+    async fn start_on(socket: &str, dir: tempfile::TempDir, pull_retry_budget: u32) -> Node {
         let settings = MemberSettings {
             name: "n1".into(),
             data_dir: dir.path().join("data"),
@@ -55,9 +64,9 @@ impl Node {
         let (stop, stopped) = watch::channel(false);
         let agent = tokio::spawn(jaco::runtime::agent::run(
             member.clone(),
-            Arc::new(Docker::new(DOCKER_SOCKET)),
+            Arc::new(Docker::new(socket)),
             RuntimeSettings {
-                docker_socket: DOCKER_SOCKET.into(),
+                docker_socket: socket.into(),
                 secrets_dir: secrets_dir.clone(),
                 pull_retry_budget,
             },
@@ -312,5 +321,54 @@ async fn a_pull_that_keeps_failing_is_pending_then_failed() {
         .await;
     assert_eq!(failed.code, "image_pull_failed");
     assert_eq!(failed.details["attempt"], "2");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_does_not_answer_is_reported_and_its_return_noticed() {
+    let cleanup = Cleanup::default();
+    // The engine's socket appears only later: a link to the real one.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let node = Node::start_on(&format!("unix://{}", socket.display()), dir, 10).await;
+    let name = unique("down").replace('-', "");
+    let replica = format!("{name}-web-1");
+    cleanup.container(&format!("jaco_{replica}"));
+    cleanup.network(&format!("jaco_{name}_default"));
+    let compose = format!(
+        "services:\n  web:\n    image: {}\n    command: [sleep, '1000']\n    \
+         stop_grace_period: 1s\n    secrets: [token]\nsecrets:\n  token:\n    file: ./token\n",
+        busybox_image()
+    );
+    let spec = node.apply(&name, &compose, b"x").await;
+    node.place(&name, &spec, "web", 0).await;
+
+    let pending = node
+        .observed_until(&replica, "pending with docker_error", |o| {
+            o.code == "docker_error"
+        })
+        .await;
+    assert_eq!(pending.state(), pb::ReplicaState::Pending);
+    let condition = node
+        .member
+        .read(|s| s.node("n1").and_then(|n| n.docker.clone()));
+    let condition = condition.expect("the docker condition is reported");
+    assert!(!condition.ok);
+    assert_eq!(condition.code, "docker_error");
+
+    std::os::unix::fs::symlink("/var/run/docker.sock", &socket).unwrap();
+    node.observed_until(&replica, "running once the engine answers", |o| {
+        o.state() == pb::ReplicaState::Running
+    })
+    .await;
+    let condition = node
+        .member
+        .read(|s| s.node("n1").and_then(|n| n.docker.clone()));
+    assert!(condition.is_some_and(|c| c.ok), "the condition recovers");
+    node.submit(Kind::SchedulerBatch(pb::SchedulerBatch {
+        remove_replicas: vec![replica],
+        ..Default::default()
+    }))
+    .await;
     node.stop().await;
 }

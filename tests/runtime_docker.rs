@@ -298,7 +298,7 @@ async fn logs_tell_stdout_from_stderr_and_honour_tail_since_and_follow() {
     let p = plan(
         &cluster,
         &unique("logs"),
-        "echo one; echo two >&2; echo three; sleep 1000",
+        "echo one; echo two >&2; sleep 0.3; echo three; sleep 1000",
     );
     run(&docker, &cleanup, &p).await;
 

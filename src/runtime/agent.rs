@@ -67,7 +67,7 @@ pub async fn run(
             break id;
         }
         tokio::select! {
-            _ = changes.recv() => {}
+            message = changes.recv() => if message.is_none() { return },
             _ = stop.changed() => return,
         }
     };
@@ -106,6 +106,7 @@ pub async fn run(
             });
         }
         follow_events(&core, &context, &outcomes, &mut events);
+        let engine_before = core.engine_answers();
         tokio::select! {
             Some(outcome) = finished.recv() => {
                 log(&outcome);
@@ -123,6 +124,17 @@ pub async fn run(
             }
             _ = tick.tick() => {}
             _ = stop.changed() => break,
+        }
+        let socket = &settings.docker_socket;
+        match (engine_before, core.engine_answers()) {
+            (before, Some(true)) if before != Some(true) => {
+                tracing::info!(%socket, "the Docker engine answers");
+            }
+            (before, Some(false)) if before != Some(false) => {
+                let every_ms = decide::PING_EVERY_MS;
+                tracing::warn!(%socket, every_ms, "the Docker engine does not answer; pinging it");
+            }
+            _ => {}
         }
         while tasks.try_join_next().is_some() {}
     }
@@ -200,8 +212,8 @@ fn follow_events(
 }
 
 fn log(outcome: &Outcome) {
+    // A failed ping is not logged: the loop logs when the engine goes away and comes back.
     let failed = match outcome {
-        Outcome::Pinged(Err(e)) => Some(("the Docker engine does not answer", e)),
         Outcome::Listed(Err(e)) => Some(("listing containers failed", e)),
         Outcome::Inspected { result: Err(e), .. } => Some(("inspecting a container failed", e)),
         Outcome::Image { result: Err(e), .. } => Some(("an image is not available", e)),

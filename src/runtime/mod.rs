@@ -226,6 +226,20 @@ pub struct ReplicaIdentity {
 }
 
 impl ReplicaIdentity {
+    /// The identity of a container made for `desired` in cluster `cluster_id`.
+    pub fn of(cluster_id: &str, desired: &crate::proto::v1::ReplicaDesired) -> ReplicaIdentity {
+        ReplicaIdentity {
+            cluster_id: cluster_id.to_owned(),
+            deployment: desired.deployment.clone(),
+            service: desired.service.clone(),
+            replica_id: desired.id.clone(),
+            spec_hash: desired.spec_hash.clone(),
+            revision: desired.revision,
+            restart_generation: desired.restart_generation,
+            node: desired.node.clone(),
+        }
+    }
+
     /// The labels that record this identity on a container.
     pub fn labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([

@@ -209,16 +209,7 @@ pub fn replica_plan(
         volumes,
         container: ContainerPlan {
             name: container_name(&desired.id),
-            identity: ReplicaIdentity {
-                cluster_id: cluster_id.to_owned(),
-                deployment: desired.deployment.clone(),
-                service: desired.service.clone(),
-                replica_id: desired.id.clone(),
-                spec_hash: desired.spec_hash.clone(),
-                revision: desired.revision,
-                restart_generation: desired.restart_generation,
-                node: desired.node.clone(),
-            },
+            identity: ReplicaIdentity::of(cluster_id, desired),
             spec: Arc::new(spec.clone()),
             networks: attachments,
             peers,

@@ -19,8 +19,8 @@
 //!   next step). A new restart generation or spec also forgets the replica's failures.
 //! - Containers are inspected every second until running, every five seconds after, and at
 //!   once on an engine event; each inspection goes through [`observe`]. `degraded` stops the
-//!   container, an exit removes it (and the replica is run again); `restart_exhausted` keeps it
-//!   stopped for inspection.
+//!   container, an exit removes it (and the replica is run again), and so does a container
+//!   left created but never started; `restart_exhausted` keeps it stopped for inspection.
 //! - Containers of replicas not desired on this node are stopped and removed, with their files,
 //!   once the state has caught up; so are networks of deployments that no longer exist, and the
 //!   volumes of deleted deployments unless the delete kept them.
@@ -448,6 +448,15 @@ impl Core {
         self.engine == Engine::Up
     }
 
+    /// Whether the engine answered its last ping (`None` before the first one).
+    pub fn engine_answers(&self) -> Option<bool> {
+        match self.engine {
+            Engine::Unknown => None,
+            Engine::Up => Some(true),
+            Engine::Down(_) => Some(false),
+        }
+    }
+
     fn ready(&self, busy: &Busy, now: i64) -> bool {
         !self.busy.contains(busy) && self.hold.get(busy).is_none_or(|until| now >= *until)
     }
@@ -581,6 +590,8 @@ impl Core {
                         })
                     }
                     Some(v) if v.code == "container_exited" => Some(remove),
+                    // Created but never started (the daemon stopped between the two): redo.
+                    Some(_) if container.status == Status::Created => Some(remove),
                     Some(v) if v.state == ReplicaState::Failed => None,
                     _ if now >= track.next_inspect_at => Some(Action::Inspect {
                         replica: id.clone(),
@@ -1168,17 +1179,7 @@ impl Core {
         };
         match result {
             Ok(container_id) => {
-                let desired = &track.desired;
-                let identity = ReplicaIdentity {
-                    cluster_id,
-                    deployment: desired.deployment.clone(),
-                    service: desired.service.clone(),
-                    replica_id: desired.id.clone(),
-                    spec_hash: desired.spec_hash.clone(),
-                    revision: desired.revision,
-                    restart_generation: desired.restart_generation,
-                    node: desired.node.clone(),
-                };
+                let identity = ReplicaIdentity::of(&cluster_id, &track.desired);
                 // Known to exist until the first inspection says more.
                 let created = Inspection {
                     container_id,
@@ -1290,30 +1291,30 @@ mod tests {
         }
     }
 
-    fn labels_of(desired: &ReplicaDesired) -> BTreeMap<String, String> {
-        ReplicaIdentity {
-            cluster_id: "c1".into(),
-            deployment: desired.deployment.clone(),
-            service: desired.service.clone(),
-            replica_id: desired.id.clone(),
-            spec_hash: desired.spec_hash.clone(),
-            revision: desired.revision,
-            restart_generation: desired.restart_generation,
-            node: desired.node.clone(),
-        }
-        .labels()
-    }
-
     fn container(desired: &ReplicaDesired, id: &str, status: Status, health: Health) -> Inspection {
         Inspection {
             container_id: id.into(),
             name: container_name(&desired.id),
             status,
             health,
-            labels: labels_of(desired),
+            labels: ReplicaIdentity::of("c1", desired).labels(),
             started_at_unix_ms: T0,
             image_id: "sha256:abc".into(),
             addresses: BTreeMap::from([("jaco_shop_default".to_owned(), "172.18.0.2".to_owned())]),
+        }
+    }
+
+    fn inspect(replica: &ReplicaDesired) -> Action {
+        Action::Inspect {
+            replica: replica.id.clone(),
+        }
+    }
+
+    fn remove(replica: &ReplicaDesired, container: &str) -> Action {
+        Action::Remove {
+            replica: replica.id.clone(),
+            container: container.into(),
+            purge: false,
         }
     }
 
@@ -1406,6 +1407,16 @@ mod tests {
             self.facts.now_ms += ms;
         }
 
+        /// A harness wanting `shop-web-1` (image `nginx:1`) on a node whose engine is up with
+        /// no containers.
+        fn booted() -> (Harness, ReplicaDesired) {
+            let mut h = Harness::new();
+            let web = desired("shop-web-1", "web");
+            h.want(web.clone(), spec("nginx:1"));
+            h.boot(vec![]);
+            (h, web)
+        }
+
         /// Engine up and `containers` listed.
         fn boot(&mut self, containers: Vec<Inspection>) {
             assert_eq!(self.decide(), [Action::Ping]);
@@ -1428,6 +1439,21 @@ mod tests {
                 .unwrap_or_else(|| panic!("no report for {id}"))
         }
 
+        fn image_ready(&mut self, replica: &ReplicaDesired) {
+            self.apply(Outcome::Image {
+                replica: replica.id.clone(),
+                result: Ok(()),
+            });
+        }
+
+        fn removed(&mut self, replica: &ReplicaDesired, purge: bool) {
+            self.apply(Outcome::Removed {
+                replica: replica.id.clone(),
+                purge,
+                result: Ok(()),
+            });
+        }
+
         fn inspected(&mut self, replica: &str, inspection: Inspection) {
             self.apply(Outcome::Inspected {
                 replica: replica.into(),
@@ -1443,18 +1469,10 @@ mod tests {
                 matches!(actions.as_slice(), [Action::EnsureImage { .. }]),
                 "{actions:?}"
             );
-            self.apply(Outcome::Image {
-                replica: desired.id.clone(),
-                result: Ok(()),
-            });
+            self.image_ready(desired);
             self.start(desired, id);
             for _ in 0..observe::HEALTHY_CONSECUTIVE_COUNT {
-                assert_eq!(
-                    self.decide(),
-                    [Action::Inspect {
-                        replica: desired.id.clone()
-                    }]
-                );
+                assert_eq!(self.decide(), [inspect(desired)]);
                 self.inspected(
                     &desired.id,
                     container(desired, id, Status::Running, Health::None),
@@ -1505,10 +1523,7 @@ mod tests {
 
     #[test]
     fn a_new_replica_is_pulled_run_inspected_and_reported_running() {
-        let mut h = Harness::new();
-        let web = desired("shop-web-1", "web");
-        h.want(web.clone(), spec("nginx:1"));
-        h.boot(vec![]);
+        let (mut h, web) = Harness::booted();
         assert_eq!(
             h.decide(),
             [Action::EnsureImage {
@@ -1525,29 +1540,16 @@ mod tests {
             state_of(&h, &web.id),
             (ReplicaState::Pulling, String::new())
         );
-        h.apply(Outcome::Image {
-            replica: web.id.clone(),
-            result: Ok(()),
-        });
+        h.image_ready(&web);
         h.start(&web, "c1");
-        assert_eq!(
-            h.decide(),
-            [Action::Inspect {
-                replica: web.id.clone()
-            }]
-        );
+        assert_eq!(h.decide(), [inspect(&web)]);
         assert_eq!(h.last(&web.id).container_id, "c1");
         // Four running polls are not enough without a healthcheck; the fifth is.
         for poll in 1..=observe::HEALTHY_CONSECUTIVE_COUNT {
             if poll > 1 {
                 assert_eq!(h.decide(), [], "not before a second passed");
                 h.advance(INSPECT_STARTING_MS);
-                assert_eq!(
-                    h.decide(),
-                    [Action::Inspect {
-                        replica: web.id.clone()
-                    }]
-                );
+                assert_eq!(h.decide(), [inspect(&web)]);
             }
             h.inspected(
                 &web.id,
@@ -1571,12 +1573,7 @@ mod tests {
         h.advance(INSPECT_STARTING_MS);
         assert_eq!(h.decide(), []);
         h.advance(INSPECT_RUNNING_MS - INSPECT_STARTING_MS);
-        assert_eq!(
-            h.decide(),
-            [Action::Inspect {
-                replica: web.id.clone()
-            }]
-        );
+        assert_eq!(h.decide(), [inspect(&web)]);
         // Nothing changed: nothing is reported again.
         let reports = h.reports.len();
         h.inspected(
@@ -1711,10 +1708,7 @@ mod tests {
         h.want(web.clone(), gated);
         h.boot(vec![]);
         h.decide();
-        h.apply(Outcome::Image {
-            replica: web.id.clone(),
-            result: Ok(()),
-        });
+        h.image_ready(&web);
         assert_eq!(h.decide(), []);
         let waiting = h.last(&web.id);
         assert_eq!(waiting.state(), ReplicaState::Pending);
@@ -1745,10 +1739,7 @@ mod tests {
         h.want(sidecar.clone(), shared);
         h.boot(vec![]);
         h.decide();
-        h.apply(Outcome::Image {
-            replica: sidecar.id.clone(),
-            result: Ok(()),
-        });
+        h.image_ready(&sidecar);
         assert_eq!(h.decide(), []);
         assert!(
             h.last(&sidecar.id).message.contains(
@@ -1787,23 +1778,12 @@ mod tests {
         let mut new_spec = spec("nginx:2");
         new_spec.spec_hash = "h2".into();
         h.want(changed.clone(), new_spec);
-        assert_eq!(
-            h.decide(),
-            [Action::Remove {
-                replica: web.id.clone(),
-                container: "old".into(),
-                purge: false,
-            }]
-        );
+        assert_eq!(h.decide(), [remove(&web, "old")]);
         assert_eq!(
             h.last(&web.id).message,
             "replacing the container: the spec changed"
         );
-        h.apply(Outcome::Removed {
-            replica: web.id.clone(),
-            purge: false,
-            result: Ok(()),
-        });
+        h.removed(&web, false);
         assert_eq!(
             h.decide(),
             [Action::EnsureImage {
@@ -1812,10 +1792,7 @@ mod tests {
                 policy: PullPolicy::Missing,
             }]
         );
-        h.apply(Outcome::Image {
-            replica: web.id.clone(),
-            result: Ok(()),
-        });
+        h.image_ready(&web);
         h.start(&changed, "new");
         assert_eq!(h.last(&web.id).spec_hash, "h2");
     }
@@ -1829,10 +1806,7 @@ mod tests {
         h.want(web.clone(), checked);
         h.boot(vec![]);
         h.decide();
-        h.apply(Outcome::Image {
-            replica: web.id.clone(),
-            result: Ok(()),
-        });
+        h.image_ready(&web);
         // First container: unhealthy → degraded → stopped → exit observed → removed.
         h.start(&web, "c1");
         h.decide();
@@ -1855,35 +1829,19 @@ mod tests {
             replica: web.id.clone(),
             result: Ok(()),
         });
-        assert_eq!(
-            h.decide(),
-            [Action::Inspect {
-                replica: web.id.clone()
-            }]
-        );
+        assert_eq!(h.decide(), [inspect(&web)]);
         // Each restart: the exit is observed, the container removed and run again.
         for (attempt, id) in [(1, "c1"), (2, "c2")] {
             h.inspected(
                 &web.id,
                 container(&web, id, Status::Exited(143), Health::None),
             );
-            assert_eq!(
-                h.decide(),
-                [Action::Remove {
-                    replica: web.id.clone(),
-                    container: id.into(),
-                    purge: false,
-                }]
-            );
+            assert_eq!(h.decide(), [remove(&web, id)]);
             let exited = h.last(&web.id);
             assert_eq!(exited.code, "container_exited");
             assert_eq!(exited.details["exit_code"], "143");
             assert_eq!(exited.restart_count, attempt);
-            h.apply(Outcome::Removed {
-                replica: web.id.clone(),
-                purge: false,
-                result: Ok(()),
-            });
+            h.removed(&web, false);
             let next = format!("c{}", attempt + 1);
             h.start(&web, &next);
             h.decide();
@@ -1910,28 +1868,32 @@ mod tests {
         let mut again = web.clone();
         again.restart_generation = 1;
         h.want(again.clone(), spec("nginx:1"));
-        assert_eq!(
-            h.decide(),
-            [Action::Remove {
-                replica: web.id.clone(),
-                container: "c3".into(),
-                purge: false,
-            }]
-        );
+        assert_eq!(h.decide(), [remove(&web, "c3")]);
         assert_eq!(
             h.last(&web.id).message,
             "replacing the container: a new apply restarts it"
         );
-        h.apply(Outcome::Removed {
-            replica: web.id.clone(),
-            purge: false,
-            result: Ok(()),
-        });
+        h.removed(&web, false);
         assert!(matches!(
             h.decide().as_slice(),
             [Action::EnsureImage { .. }]
         ));
         assert_eq!(h.last(&web.id).restart_count, 0);
+    }
+
+    #[test]
+    fn a_container_left_created_is_replaced() {
+        let mut h = Harness::new();
+        let web = desired("shop-web-1", "web");
+        h.want(web.clone(), spec("nginx:1"));
+        // The daemon stopped between create and start.
+        h.boot(vec![container(&web, "c0", Status::Created, Health::None)]);
+        assert_eq!(h.decide(), [remove(&web, "c0")]);
+        h.removed(&web, false);
+        // The image is known to be on the node; a container this agent just started is not
+        // mistaken for one left created.
+        h.start(&web, "c1");
+        assert_eq!(h.decide(), [inspect(&web)]);
     }
 
     #[test]
@@ -1965,11 +1927,7 @@ mod tests {
                 .any(|a| matches!(a, Action::Remove { replica, .. } if *replica == elsewhere.id)),
             "{actions:?}"
         );
-        h.apply(Outcome::Removed {
-            replica: gone.id.clone(),
-            purge: true,
-            result: Ok(()),
-        });
+        h.removed(&gone, true);
         h.advance(INSPECT_RUNNING_MS);
         assert!(
             !h.decide()
@@ -2000,13 +1958,7 @@ mod tests {
         h.boot(vec![container(&web, "c1", Status::Running, Health::None)]);
         assert_eq!(h.decide(), [], "the listing was an inspection");
         h.advance(INSPECT_RUNNING_MS);
-        assert_eq!(
-            h.decide(),
-            [Action::Inspect {
-                replica: web.id.clone()
-            }],
-            "still running: only inspected"
-        );
+        assert_eq!(h.decide(), [inspect(&web)], "still running: only inspected");
         h.inspected(
             &web.id,
             container(&web, "c1", Status::Running, Health::None),
@@ -2025,10 +1977,7 @@ mod tests {
 
     #[test]
     fn an_unreachable_engine_is_reported_and_recovery_starts_over() {
-        let mut h = Harness::new();
-        let web = desired("shop-web-1", "web");
-        h.want(web.clone(), spec("nginx:1"));
-        h.boot(vec![]);
+        let (mut h, web) = Harness::booted();
         h.bring_up(&web, "c1");
         h.advance(INSPECT_RUNNING_MS);
         assert_eq!(h.decide().len(), 1);
@@ -2069,15 +2018,9 @@ mod tests {
 
     #[test]
     fn the_engine_refusing_a_container_is_retried_then_failed() {
-        let mut h = Harness::new();
-        let web = desired("shop-web-1", "web");
-        h.want(web.clone(), spec("nginx:1"));
-        h.boot(vec![]);
+        let (mut h, web) = Harness::booted();
         h.decide();
-        h.apply(Outcome::Image {
-            replica: web.id.clone(),
-            result: Ok(()),
-        });
+        h.image_ready(&web);
         for attempt in 1..=RESTART_BUDGET {
             let actions = h.decide();
             assert!(
@@ -2129,10 +2072,7 @@ mod tests {
 
     #[test]
     fn reports_go_out_when_something_changed_and_never_overwrite_updating_with_running() {
-        let mut h = Harness::new();
-        let web = desired("shop-web-1", "web");
-        h.want(web.clone(), spec("nginx:1"));
-        h.boot(vec![]);
+        let (mut h, web) = Harness::booted();
         h.bring_up(&web, "c1");
         let count = h.reports.len();
         h.advance(INSPECT_RUNNING_MS);
@@ -2174,10 +2114,7 @@ mod tests {
 
     #[test]
     fn a_failed_report_is_retried_after_a_pause() {
-        let mut h = Harness::new();
-        let web = desired("shop-web-1", "web");
-        h.want(web.clone(), spec("nginx:1"));
-        h.boot(vec![]);
+        let (mut h, _) = Harness::booted();
         let actions = h.core.decide(&h.facts);
         let report = actions
             .iter()
@@ -2203,22 +2140,14 @@ mod tests {
 
     #[test]
     fn an_engine_event_brings_the_next_inspection_forward() {
-        let mut h = Harness::new();
-        let web = desired("shop-web-1", "web");
-        h.want(web.clone(), spec("nginx:1"));
-        h.boot(vec![]);
+        let (mut h, web) = Harness::booted();
         h.bring_up(&web, "c1");
         assert_eq!(h.decide(), []);
         h.apply(Outcome::Event {
             replica: Some(web.id.clone()),
             action: "die".into(),
         });
-        assert_eq!(
-            h.decide(),
-            [Action::Inspect {
-                replica: web.id.clone()
-            }]
-        );
+        assert_eq!(h.decide(), [inspect(&web)]);
         // A container that appeared without this agent: list again.
         h.apply(Outcome::Inspected {
             replica: web.id.clone(),
@@ -2299,11 +2228,7 @@ mod tests {
                 Action::RemoveFiles("lost-web-3".into()),
             ]
         );
-        h.apply(Outcome::Removed {
-            replica: old_replica.id.clone(),
-            purge: true,
-            result: Ok(()),
-        });
+        h.removed(&old_replica, true);
         h.advance(INVENTORY_EVERY_MS);
         h.decide();
         assert_eq!(h.inventories, 2);
