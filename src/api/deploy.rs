@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth::Identity;
 use super::context::{ApiContext, caller};
 use super::deploy_view;
-use super::replica_io::{self, ExecInput, Host};
+use super::replica_io::{self, Host};
 use crate::daemon::member::Member;
 use crate::error::{Code, Error};
 use crate::manifest::{self, spec::FileObject, wire};
@@ -26,7 +26,7 @@ use crate::proto::v1 as pb;
 use crate::proto::v1::command::Kind;
 use crate::proto::v1::command_result::Outcome;
 use crate::proto::v1::deploy_server::Deploy;
-use crate::runtime::{ExecOutput, LogOptions};
+use crate::runtime::LogOptions;
 use crate::state::WatchFilter;
 use crate::state::into_outcome;
 use crate::state::watch::{Subscription, WatchMessage};
@@ -363,45 +363,24 @@ impl Deploy for DeployService {
                 node: replica.node.clone(),
             })),
         };
-        let responses: BoxStream<pb::ExecResponse> = match self.host(&member, &replica.node)? {
+        let input = incoming.filter_map(|message| {
+            use pb::peer_exec_request::Msg as PeerMsg;
+            let msg = match message.ok()?.msg? {
+                Msg::Stdin(bytes) => PeerMsg::Stdin(bytes),
+                Msg::Resize(size) => PeerMsg::Resize(size),
+                Msg::CloseStdin(close) => PeerMsg::CloseStdin(close),
+                Msg::Start(_) => return None,
+            };
+            Some(pb::PeerExecRequest { msg: Some(msg) })
+        });
+        let output = match self.host(&member, &replica.node)? {
             Host::Local(runtime) => {
-                let (input, input_rx) = mpsc::channel(64);
-                tokio::spawn(async move {
-                    while let Ok(Some(message)) = incoming.message().await {
-                        let item = match message.msg {
-                            Some(Msg::Stdin(bytes)) => ExecInput::Stdin(bytes),
-                            Some(Msg::Resize(size)) => {
-                                ExecInput::Resize(replica_io::terminal_size(size))
-                            }
-                            Some(Msg::CloseStdin(_)) => ExecInput::CloseStdin,
-                            Some(Msg::Start(_)) | None => continue,
-                        };
-                        if input.send(item).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-                let (output, output_rx) = mpsc::channel(64);
                 let spec = replica_io::exec_spec(&start);
-                tokio::spawn(async move {
-                    replica_io::run_local_exec(runtime, &replica.id, spec, input_rx, output).await;
-                });
-                Box::pin(ReceiverStream::new(output_rx).map(|item| {
-                    use pb::exec_response::Msg as Out;
-                    let msg = match item.map_err(Status::from)? {
-                        ExecOutput::Stdout(bytes) => Out::Stdout(bytes),
-                        ExecOutput::Stderr(bytes) => Out::Stderr(bytes),
-                        ExecOutput::Exit(code) => Out::Exit(pb::ExecExit {
-                            exit_code: i32::try_from(code).unwrap_or(i32::MAX),
-                        }),
-                    };
-                    Ok(pb::ExecResponse { msg: Some(msg) })
-                }))
+                replica_io::serve_local_exec(runtime, replica.id.clone(), spec, input)
             }
             Host::Remote(mut client) => {
-                use pb::peer_exec_request::Msg as PeerMsg;
                 let first = pb::PeerExecRequest {
-                    msg: Some(PeerMsg::Start(pb::PeerExecStart {
+                    msg: Some(pb::peer_exec_request::Msg::Start(pb::PeerExecStart {
                         replica: replica.id.clone(),
                         command: start.command,
                         tty: start.tty,
@@ -413,30 +392,21 @@ impl Deploy for DeployService {
                         identity: identity.audit_name(),
                     })),
                 };
-                let rest = incoming.filter_map(|message| {
-                    let msg = match message.ok()?.msg? {
-                        Msg::Stdin(bytes) => PeerMsg::Stdin(bytes),
-                        Msg::Resize(size) => PeerMsg::Resize(size),
-                        Msg::CloseStdin(close) => PeerMsg::CloseStdin(close),
-                        Msg::Start(_) => return None,
-                    };
-                    Some(pb::PeerExecRequest { msg: Some(msg) })
-                });
-                let outbound = tokio_stream::once(first).chain(rest);
-                let remote = client.exec(outbound).await?.into_inner();
-                Box::pin(remote.map(|item| {
-                    use pb::exec_response::Msg as Out;
-                    use pb::peer_exec_response::Msg as In;
-                    let msg = match item?.msg {
-                        Some(In::Stdout(bytes)) => Some(Out::Stdout(bytes)),
-                        Some(In::Stderr(bytes)) => Some(Out::Stderr(bytes)),
-                        Some(In::Exit(exit)) => Some(Out::Exit(exit)),
-                        None => None,
-                    };
-                    Ok(pb::ExecResponse { msg })
-                }))
+                let outbound = tokio_stream::once(first).chain(input);
+                Box::pin(client.exec(outbound).await?.into_inner())
             }
         };
+        let responses = output.map(|item| {
+            use pb::exec_response::Msg as Out;
+            use pb::peer_exec_response::Msg as In;
+            let msg = match item?.msg {
+                Some(In::Stdout(bytes)) => Some(Out::Stdout(bytes)),
+                Some(In::Stderr(bytes)) => Some(Out::Stderr(bytes)),
+                Some(In::Exit(exit)) => Some(Out::Exit(exit)),
+                None => None,
+            };
+            Ok(pb::ExecResponse { msg })
+        });
         Ok(Response::new(Box::pin(
             tokio_stream::once(Ok(started)).chain(responses),
         )))

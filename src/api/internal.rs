@@ -15,11 +15,9 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
-use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 
-use super::replica_io::{self, ExecInput};
+use super::replica_io;
 use super::submit::{BoxFuture, Peers, Submitter};
 use crate::error::{Code, Error};
 use crate::proto::v1 as pb;
@@ -27,7 +25,7 @@ use crate::proto::v1::internal_client::InternalClient;
 use crate::proto::v1::internal_server::Internal;
 use crate::raft::network::EndpointFn;
 use crate::raft::{InternalRaftHandlers, MAX_RAFT_MESSAGE_BYTES, NodeAddr, Raft};
-use crate::runtime::{ExecOutput, LogOptions, Runtime, container_name};
+use crate::runtime::{LogOptions, Runtime, container_name};
 
 /// Admission of joining nodes (`SignNodeCsr`), provided by the daemon's cluster lifecycle.
 pub trait Admission: Send + Sync + 'static {
@@ -221,36 +219,9 @@ impl<P: Peers> Internal for InternalService<P> {
             size: start.size,
             ..Default::default()
         });
-        let (input, input_rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            while let Ok(Some(message)) = incoming.message().await {
-                let item = match message.msg {
-                    Some(Msg::Stdin(bytes)) => ExecInput::Stdin(bytes),
-                    Some(Msg::Resize(size)) => ExecInput::Resize(replica_io::terminal_size(size)),
-                    Some(Msg::CloseStdin(_)) => ExecInput::CloseStdin,
-                    Some(Msg::Start(_)) | None => continue,
-                };
-                if input.send(item).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let (output, output_rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            replica_io::run_local_exec(runtime, &start.replica, spec, input_rx, output).await;
-        });
-        let responses = ReceiverStream::new(output_rx).map(|item| {
-            use pb::peer_exec_response::Msg as Out;
-            let msg = match item.map_err(Status::from)? {
-                ExecOutput::Stdout(bytes) => Out::Stdout(bytes),
-                ExecOutput::Stderr(bytes) => Out::Stderr(bytes),
-                ExecOutput::Exit(code) => Out::Exit(pb::ExecExit {
-                    exit_code: i32::try_from(code).unwrap_or(i32::MAX),
-                }),
-            };
-            Ok(pb::PeerExecResponse { msg: Some(msg) })
-        });
-        Ok(Response::new(Box::pin(responses)))
+        let input = incoming.filter_map(Result::ok);
+        let responses = replica_io::serve_local_exec(runtime, start.replica, spec, input);
+        Ok(Response::new(responses))
     }
 
     async fn ensure_subnet(

@@ -292,6 +292,50 @@ pub async fn run_local_exec(
     }
 }
 
+/// Serves an exec session on this node's engine in the internal API's terms: `incoming`
+/// carries the session's input after its start message; the answer carries the output and
+/// ends with the exit. Both the CLI-facing and the node-to-node service use it.
+pub fn serve_local_exec(
+    runtime: Arc<dyn Runtime>,
+    replica_id: String,
+    spec: ExecSpec,
+    incoming: impl tokio_stream::Stream<Item = pb::PeerExecRequest> + Send + 'static,
+) -> crate::runtime::BoxStream<'static, Result<pb::PeerExecResponse, Status>> {
+    use pb::peer_exec_request::Msg;
+    let (input, input_rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut incoming = std::pin::pin!(incoming);
+        while let Some(message) = incoming.next().await {
+            let item = match message.msg {
+                Some(Msg::Stdin(bytes)) => ExecInput::Stdin(bytes),
+                Some(Msg::Resize(size)) => ExecInput::Resize(terminal_size(size)),
+                Some(Msg::CloseStdin(_)) => ExecInput::CloseStdin,
+                Some(Msg::Start(_)) | None => continue,
+            };
+            if input.send(item).await.is_err() {
+                return;
+            }
+        }
+    });
+    let (output, output_rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        run_local_exec(runtime, &replica_id, spec, input_rx, output).await;
+    });
+    Box::pin(
+        tokio_stream::wrappers::ReceiverStream::new(output_rx).map(|item| {
+            use pb::peer_exec_response::Msg as Out;
+            let msg = match item.map_err(Status::from)? {
+                ExecOutput::Stdout(bytes) => Out::Stdout(bytes),
+                ExecOutput::Stderr(bytes) => Out::Stderr(bytes),
+                ExecOutput::Exit(code) => Out::Exit(pb::ExecExit {
+                    exit_code: i32::try_from(code).unwrap_or(i32::MAX),
+                }),
+            };
+            Ok(pb::PeerExecResponse { msg: Some(msg) })
+        }),
+    )
+}
+
 /// The member entry of `node` as a dialable address.
 pub fn node_addr(state: &State, node: &str) -> Result<NodeAddr, Error> {
     state
