@@ -347,12 +347,7 @@ impl Deploy for DeployService {
         let member = self.context.member()?;
         let mut incoming = request.into_inner();
         let Some(Msg::Start(start)) = incoming.message().await?.and_then(|m| m.msg) else {
-            return Err(Error::new(
-                Code::ValidationFailed,
-                "an exec session starts with its start message",
-            )
-            .with("field", "start")
-            .into());
+            return Err(replica_io::start_missing().into());
         };
         let replica = member.read(|state| {
             replica_io::exec_target(state, &start.deployment, &start.service, &start.replica)

@@ -202,12 +202,7 @@ impl<P: Peers> Internal for InternalService<P> {
         let runtime = self.runtime()?;
         let mut incoming = request.into_inner();
         let Some(Msg::Start(start)) = incoming.message().await?.and_then(|m| m.msg) else {
-            return Err(Error::new(
-                Code::ValidationFailed,
-                "an exec session starts with its start message",
-            )
-            .with("field", "start")
-            .into());
+            return Err(replica_io::start_missing().into());
         };
         let spec = replica_io::exec_spec(&pb::ExecStart {
             command: start.command,

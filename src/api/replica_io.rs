@@ -336,6 +336,15 @@ pub fn serve_local_exec(
     )
 }
 
+/// The error for an exec session whose first message is not its start.
+pub fn start_missing() -> Error {
+    Error::new(
+        Code::ValidationFailed,
+        "an exec session starts with its start message",
+    )
+    .with("field", "start")
+}
+
 /// The member entry of `node` as a dialable address.
 pub fn node_addr(state: &State, node: &str) -> Result<NodeAddr, Error> {
     state
