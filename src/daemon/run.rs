@@ -293,11 +293,15 @@ async fn run_member(
     ));
     let mut raft_metrics = member.raft.metrics();
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    // A raft core that stops closes its metrics stream at about the moment it reports the
+    // fatal error; the loop keeps waiting for that report (or the stop) instead of ending on
+    // the closed stream, which would leave the error unreported and the daemon running.
+    let mut metrics_open = true;
     loop {
         sample(&context.metrics, &member, &ready);
         tokio::select! {
             _ = tick.tick() => {}
-            changed = raft_metrics.changed() => if changed.is_err() { break },
+            changed = raft_metrics.changed(), if metrics_open => metrics_open = changed.is_ok(),
             reason = member.failed() => {
                 let error = Error::new(Code::Internal, format!("raft storage failed: {reason}"))
                     .with("reason", "raft_fatal");
