@@ -1,5 +1,6 @@
 //! Support code shared by integration tests.
 
+pub mod cluster;
 pub mod daemons;
 pub mod deploy;
 pub mod docker;
