@@ -427,7 +427,9 @@ cmd_push() {
   dir=$(state_dir "$name")
   [ -f "$dir/registry" ] || die "cluster $name has no registry (was it started by up?)"
   registry_running "$dir" || die "the registry of cluster $name is not running"
-  local local_ref="127.0.0.1:$(cat "$dir/registry.port")/$repository"
+  local port local_ref
+  port=$(cat "$dir/registry.port")
+  local_ref="127.0.0.1:$port/$repository"
   docker tag "$image" "$local_ref"
   local status=0
   docker push --quiet "$local_ref" >/dev/null || status=$?
@@ -472,7 +474,7 @@ main() {
     [ -t 0 ] && [ -t 1 ] && tty=(-it)
     docker exec "${tty[@]}" "$(node_container "$1" "$2")" "${@:3}"
     ;;
-  push) [ $# -ge 2 ] && [ $# -le 3 ] || { usage >&2; exit 2; }; cmd_push "$@" ;;
+  push) if [ $# -lt 2 ] || [ $# -gt 3 ]; then usage >&2; exit 2; fi; cmd_push "$@" ;;
   registry) [ $# -eq 1 ] || { usage >&2; exit 2; }; cat "$(state_dir "$1")/registry" ;;
   info) [ $# -eq 1 ] || { usage >&2; exit 2; }; cmd_info "$@" ;;
   -h | --help | help) usage ;;
