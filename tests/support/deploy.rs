@@ -128,11 +128,6 @@ impl Deployer {
 
 impl Drop for Deployer {
     fn drop(&mut self) {
-        // Stop the daemon first: its agent would re-create the containers removed below
-        // (seen as leaked `Created`/`Up` containers and networks after a test run).
-        for index in 0..self.daemons.nodes.len() {
-            self.daemons.kill(index);
-        }
         let label = format!("label=jaco.cluster_id={}", self.cluster_id);
         let containers = docker_lines(&["ps", "-aq", "--filter", &label]);
         if !containers.is_empty() {
