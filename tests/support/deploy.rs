@@ -44,6 +44,23 @@ impl Deployer {
         }
     }
 
+    /// Starts `count` daemons (each in its own network namespace, all on the machine's one
+    /// Docker engine), forms them into a cluster through daemon 0 and talks to daemon 0.
+    pub async fn start_cluster(count: usize, extra: &str) -> Deployer {
+        let daemons = Daemons::start(count, extra);
+        let cluster_id = daemons.init(0).await.0;
+        for joiner in 1..count {
+            daemons.join(joiner, 0).await;
+        }
+        daemons.form_wait().await;
+        let client = DeployClient::new(daemons.local(0).await);
+        Deployer {
+            daemons,
+            cluster_id,
+            client,
+        }
+    }
+
     /// Reconnects after the daemon restarted.
     pub async fn reconnect(&mut self) {
         self.client = DeployClient::new(self.daemons.local(0).await);
@@ -128,6 +145,10 @@ impl Deployer {
 
 impl Drop for Deployer {
     fn drop(&mut self) {
+        // The daemons go first: a live agent would recreate what is removed below.
+        for index in 0..self.daemons.nodes.len() {
+            self.daemons.kill(index);
+        }
         let label = format!("label=jaco.cluster_id={}", self.cluster_id);
         let containers = docker_lines(&["ps", "-aq", "--filter", &label]);
         if !containers.is_empty() {
@@ -153,6 +174,8 @@ pub struct Replica {
     pub id: String,
     /// Service.
     pub service: String,
+    /// Node it is placed on.
+    pub node: String,
     /// Observed state (pending before the first report).
     pub state: pb::ReplicaState,
     /// Observed code.
@@ -177,6 +200,7 @@ pub fn replicas_of(status: &pb::DeployStatusResponse, deployment: &str) -> Vec<R
                 Replica {
                     id: desired.id.clone(),
                     service: desired.service.clone(),
+                    node: desired.node.clone(),
                     state: if r.observed.is_some() {
                         observed.state()
                     } else {
