@@ -44,23 +44,6 @@ impl Deployer {
         }
     }
 
-    /// Starts `count` daemons (each in its own network namespace, all on the machine's one
-    /// Docker engine), forms them into a cluster through daemon 0 and talks to daemon 0.
-    pub async fn start_cluster(count: usize, extra: &str) -> Deployer {
-        let daemons = Daemons::start(count, extra);
-        let cluster_id = daemons.init(0).await.0;
-        for joiner in 1..count {
-            daemons.join(joiner, 0).await;
-        }
-        daemons.form_wait().await;
-        let client = DeployClient::new(daemons.local(0).await);
-        Deployer {
-            daemons,
-            cluster_id,
-            client,
-        }
-    }
-
     /// Reconnects after the daemon restarted.
     pub async fn reconnect(&mut self) {
         self.client = DeployClient::new(self.daemons.local(0).await);
