@@ -587,7 +587,7 @@ fn update_rollout(
     now: i64,
     plan: &mut Plan,
 ) {
-    let next = match (record, &step.rollout) {
+    let mut next = match (record, &step.rollout) {
         (Some(record), Some(progress)) => {
             let mut next = record.clone();
             progress.apply_to(&mut next, now);
@@ -619,8 +619,49 @@ fn update_rollout(
         }
         _ => return,
     };
+    note_hold(deployment, service, record, step, &mut next, plan);
     if record != Some(&next) {
         plan.batch.upsert_rollouts.push(next);
+    }
+}
+
+/// Marks a rollout held by the invariant (`details.invariant_hold`), auditing
+/// `rollout_invariant_hold` once when a hold begins, and clears the mark when it ends.
+fn note_hold(
+    deployment: &pb::Deployment,
+    service: &pb::ServiceSpec,
+    record: Option<&pb::Rollout>,
+    step: &Step,
+    next: &mut pb::Rollout,
+    plan: &mut Plan,
+) {
+    const HOLD: &str = "invariant_hold";
+    let was_held = record.is_some_and(|r| r.details.contains_key(HOLD));
+    let Some(hold) = step
+        .hold
+        .filter(|_| next.state() == pb::RolloutState::InProgress)
+    else {
+        next.details.remove(HOLD);
+        return;
+    };
+    next.details
+        .insert(HOLD.to_owned(), hold.held_back.to_string());
+    if !was_held {
+        plan.batch.audit.push(pb::AuditEvent {
+            r#type: pb::AuditEventType::RolloutInvariantHold.into(),
+            payload: [
+                ("deployment", deployment.name.clone()),
+                ("service", service.name.clone()),
+                ("revision", deployment.revision.to_string()),
+                ("held_back", hold.held_back.to_string()),
+                ("healthy", hold.healthy.to_string()),
+                ("min_healthy", hold.min_healthy.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+            ..Default::default()
+        });
     }
 }
 
@@ -889,6 +930,10 @@ mod tests {
         let rollout = h.state.rollout("shop", "web").unwrap();
         assert_eq!(rollout.state(), pb::RolloutState::InProgress);
         assert_eq!((rollout.from_revision, rollout.to_revision), (1, 2));
+        assert_eq!(
+            rollout.details["invariant_hold"], "2",
+            "both old replicas kept"
+        );
 
         for (new, old) in [("shop-web-3", "shop-web-2"), ("shop-web-4", "shop-web-1")] {
             observe(&mut h, new, pb::ReplicaState::Running);
@@ -911,6 +956,12 @@ mod tests {
         let rollout = h.state.rollout("shop", "web").unwrap();
         assert_eq!(rollout.state(), pb::RolloutState::Completed);
         assert!(rollout.finished_at_unix_ms > 0);
+        assert!(!rollout.details.contains_key("invariant_hold"));
+        let holds: Vec<_> = (h.state.audit(&Default::default()).events.into_iter())
+            .filter(|e| e.r#type() == pb::AuditEventType::RolloutInvariantHold)
+            .collect();
+        assert_eq!(holds.len(), 1, "audited once per hold: {holds:?}");
+        assert_eq!(holds[0].payload["service"], "web");
     }
 
     #[test]
