@@ -155,11 +155,11 @@ const CLIENT_COMMANDS: &[&[&str]] = &[
     &["delete", "shop", "--yes"],
     &["audit", "--type", "apply,node_join"],
     &["backup", "cluster.bak"],
+    &["node", "drain", "node-b", "--force"],
 ];
 
 /// One command line per command whose daemon service this build does not have.
 const NOT_AVAILABLE: &[&[&str]] = &[
-    &["node", "drain", "node-b"],
     &[
         "upgrade",
         "start",

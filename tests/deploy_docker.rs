@@ -2,7 +2,8 @@
 //! replica states (healthy, unhealthy, no healthcheck, exits, restart budget), depends_on
 //! gating, spec-hash recreation, a failing rollout rolled back while the old replicas serve,
 //! stop_grace_period, adoption after a daemon restart and orphan removal, logs, exec, secrets
-//! and delete. Images are built locally from busybox-static; every test has its own cluster
+//! and delete, pulls from a local registry retried until the cluster's credential is right and
+//! until the image is pushed. Images are built locally from busybox-static; every test has its own cluster
 //! id and deployment names and removes its Docker objects even when it fails.
 
 mod support;
@@ -13,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use jaco::error::Code;
 use jaco::proto::v1 as pb;
+use jaco::proto::v1::registry_client::RegistryClient;
 use support::deploy::{CONVERGE, Deployer, docker_lines, inspect, replicas_of, unique_name};
-use support::docker::busybox_image;
+use support::docker::{Cleanup, Registry, busybox_image, unique};
 use tokio_stream::StreamExt;
 
 fn jaco_yaml(deployment: &str, extra: &str) -> String {
@@ -506,4 +508,105 @@ async fn exec(
         }
     }
     panic!("exec ended without an exit");
+}
+
+/// Waits until every replica of `deployment` is pending with `image_pull_failed` for `reason`
+/// at an attempt above `after`; returns that attempt.
+async fn wait_pull_failure(d: &mut Deployer, deployment: &str, reason: &str, after: u32) -> u32 {
+    let replicas = d
+        .wait_replicas(
+            deployment,
+            &format!("image_pull_failed ({reason}) after attempt {after}"),
+            |rs| {
+                !rs.is_empty()
+                    && rs.iter().all(|r| {
+                        r.state == pb::ReplicaState::Pending
+                            && r.code == "image_pull_failed"
+                            && r.details.get("reason").map(String::as_str) == Some(reason)
+                            && attempt(r) > after
+                    })
+            },
+        )
+        .await;
+    attempt(&replicas[0])
+}
+
+fn attempt(replica: &support::deploy::Replica) -> u32 {
+    replica
+        .details
+        .get("attempt")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_retry_until_the_cluster_credential_is_right_and_the_image_exists() {
+    let cleanup = Cleanup::default();
+    let open = Registry::start();
+    let guarded = Registry::start_authenticated(&open, "ci", "right-password");
+    let repository = format!("{}:1", unique("jaco-test/private"));
+    open.push(&busybox_image(), &repository, &cleanup);
+    let private = cleanup.image(&format!("{}/{repository}", guarded.address));
+    let later = cleanup.image(&format!("{}/{}:1", open.address, unique("jaco-test/later")));
+    let mut d = Deployer::start("").await;
+    let mut registry = RegistryClient::new(d.daemons.local(0).await);
+    let login = |password: &str| pb::RegistryLoginRequest {
+        registry: guarded.address.clone(),
+        username: "ci".into(),
+        password: password.into(),
+    };
+
+    let name = unique_name("private");
+    d.apply(
+        &jaco_yaml(&name, ""),
+        &format!("services:\n  app:\n{}", sleeper(&private, "")),
+    )
+    .await;
+    let anonymous = wait_pull_failure(&mut d, &name, "auth_failed", 0).await;
+
+    // A wrong credential still fails the same way. An attempt already under way when the
+    // login commits may have gone without it, so the one after that is awaited.
+    registry
+        .login(login("wrong-password"))
+        .await
+        .expect("login");
+    wait_pull_failure(&mut d, &name, "auth_failed", anonymous + 1).await;
+    let status = format!("{:?}", d.status().await);
+    assert!(!status.contains("wrong-password"), "{status}");
+
+    // Rotating it to the right one lets the following attempt pull: no new apply needed.
+    let rotated = registry
+        .login(login("right-password"))
+        .await
+        .expect("login")
+        .into_inner();
+    assert!(rotated.rotated);
+    let running = d.wait_running(&name, 1).await;
+    assert_eq!(running[0].code, "", "{running:?}");
+    let used = docker_lines(&[
+        "inspect",
+        "--format",
+        "{{.Config.Image}}",
+        &running[0].container_id,
+    ]);
+    assert_eq!(used, [private]);
+
+    // An image that does not exist yet: retried until it is pushed, then pulled.
+    let waiting = unique_name("later");
+    d.apply(
+        &jaco_yaml(&waiting, ""),
+        &format!("services:\n  app:\n{}", sleeper(&later, "")),
+    )
+    .await;
+    wait_pull_failure(&mut d, &waiting, "image_not_found", 0).await;
+    let (repository, _) = later
+        .split_once('/')
+        .map(|(_, r)| (r, ()))
+        .expect("has a host");
+    open.push(&busybox_image(), repository, &cleanup);
+    // The push left a local tag; without it the agent's next attempt must really pull.
+    docker_lines(&["image", "rm", &later]);
+    d.wait_running(&waiting, 1).await;
+    let present = docker_lines(&["image", "ls", "-q", &later]);
+    assert_eq!(present.len(), 1, "pulled from the registry: {present:?}");
 }

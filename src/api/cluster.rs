@@ -72,6 +72,24 @@ pub fn nodes_now(member: &Member) -> (Vec<pb::Node>, u64) {
     (nodes, revision)
 }
 
+/// How many desired replicas `node` holds.
+fn replicas_on(state: &crate::state::State, node: &str) -> u32 {
+    let count = state.replicas_desired().filter(|r| r.node == node).count();
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
+/// The command that starts draining `node` (request time and identity are the command's).
+fn drain_command(node: &str, force: bool, remove: bool) -> Kind {
+    Kind::SetNodeDrain(pb::SetNodeDrain {
+        node: node.to_owned(),
+        drain: Some(pb::NodeDrain {
+            force,
+            remove,
+            ..Default::default()
+        }),
+    })
+}
+
 fn leader_name(metrics: &RaftMetrics) -> String {
     crate::raft::leader_of(metrics)
         .map(|node| node.name)
@@ -240,19 +258,23 @@ impl Cluster for ClusterService {
         let identity = caller(&request)?;
         let member = self.context.member()?;
         let request = request.into_inner();
-        member
-            .submit(
-                &identity,
-                Kind::RemoveNode(pb::RemoveNode {
-                    node: request.node.clone(),
-                    force: request.force,
-                }),
-            )
-            .await?;
+        let holds = member.read(|s| replicas_on(s, &request.node));
+        // Without --force a node that holds replicas is drained first; the scheduler removes
+        // it once its replicas run elsewhere.
+        let (kind, removed) = if request.force || holds == 0 {
+            let kind = Kind::RemoveNode(pb::RemoveNode {
+                node: request.node.clone(),
+                force: request.force,
+            });
+            (kind, true)
+        } else {
+            (drain_command(&request.node, false, true), false)
+        };
+        let revision = member.submit_indexed(&identity, kind).await?.0;
         Ok(Response::new(pb::RemoveNodeResponse {
             node: request.node,
-            removed: true,
-            revision: member.read(|s| s.revision()),
+            removed,
+            revision,
         }))
     }
 
@@ -269,11 +291,30 @@ impl Cluster for ClusterService {
 
     async fn drain_node(
         &self,
-        _request: Request<pb::DrainNodeRequest>,
+        request: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::DrainNodeResponse>, Status> {
-        Err(Status::unimplemented(
-            "Cluster.DrainNode is not available in this build; it arrives with the scheduler",
-        ))
+        let identity = caller(&request)?;
+        let member = self.context.member()?;
+        let request = request.into_inner();
+        let kind = if request.cancel {
+            Kind::SetNodeDrain(pb::SetNodeDrain {
+                node: request.node.clone(),
+                drain: None,
+            })
+        } else {
+            drain_command(&request.node, request.force, false)
+        };
+        let revision = member.submit_indexed(&identity, kind).await?.0;
+        let replicas_to_move = if request.cancel {
+            0
+        } else {
+            member.read(|s| replicas_on(s, &request.node))
+        };
+        Ok(Response::new(pb::DrainNodeResponse {
+            node: request.node,
+            replicas_to_move,
+            revision,
+        }))
     }
 
     type BackupStream = Stream<pb::BackupChunk>;

@@ -197,9 +197,32 @@ fn replicas(
         .filter(|r| node.is_none_or(|n| n == r.node))
         .map(|r| pb::Replica {
             desired: Some(r.clone()),
-            observed: state.replica_observed(&r.id).cloned(),
+            observed: presented(state, r),
         })
         .collect()
+}
+
+/// A replica's observation as shown: one that serves while an in-progress rollout replaces it
+/// is `updating` (the seed's state "set by the scheduler during a rolling update"). Derived
+/// here rather than stored, so that the rollout engine keeps counting it as healthy.
+fn presented(state: &State, desired: &pb::ReplicaDesired) -> Option<pb::ReplicaObserved> {
+    let mut observed = state.replica_observed(&desired.id).cloned()?;
+    let replacing = state
+        .rollout(&desired.deployment, &desired.service)
+        .filter(|r| r.state() == pb::RolloutState::InProgress && !r.paused)
+        .filter(|r| r.to_spec_hash != desired.spec_hash);
+    let serving = matches!(
+        observed.state(),
+        pb::ReplicaState::Running | pb::ReplicaState::Degraded
+    );
+    if let (Some(rollout), true) = (replacing, serving) {
+        observed.state = pb::ReplicaState::Updating.into();
+        observed.message = format!(
+            "serving until the rollout to revision {} replaces it",
+            rollout.to_revision
+        );
+    }
+    Some(observed)
 }
 
 fn replica_detail(state: &State, id: &str) -> Result<pb::ReplicaDetail, Error> {
@@ -218,7 +241,7 @@ fn replica_detail(state: &State, id: &str) -> Result<pb::ReplicaDetail, Error> {
     Ok(pb::ReplicaDetail {
         replica: Some(pb::Replica {
             desired: Some(desired.clone()),
-            observed: state.replica_observed(id).cloned(),
+            observed: presented(state, desired),
         }),
         gates,
     })
@@ -417,5 +440,63 @@ fn mask_environment(service: &mut serde_json::Value) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::v1::command::Kind;
+    use crate::scheduler::plan::{Settings, reconcile};
+    use crate::state::testkit::{Harness, apply_deployment, service};
+
+    fn apply(h: &mut Harness, image: &str) {
+        let spec = pb::DeploymentSpec {
+            services: vec![service("web", image)],
+            ..Default::default()
+        };
+        h.ok(apply_deployment("shop", spec));
+        let plan = reconcile(&h.state, h.now, &Settings::default());
+        h.ok_as("n1", Kind::SchedulerBatch(plan.batch));
+    }
+
+    #[test]
+    fn a_serving_replica_that_a_rollout_replaces_shows_as_updating() {
+        let mut h = Harness::initialised();
+        h.ok(Kind::SetNodeStatus(pb::SetNodeStatus {
+            node: "n1".into(),
+            status: pb::NodeStatus::Ready.into(),
+            ..Default::default()
+        }));
+        apply(&mut h, "web:1");
+        h.ok(Kind::ReportReplicas(pb::ReportReplicas {
+            node: "n1".into(),
+            observations: vec![pb::ReplicaObserved {
+                id: "shop-web-1".into(),
+                state: pb::ReplicaState::Running.into(),
+                ..Default::default()
+            }],
+        }));
+        apply(&mut h, "web:2");
+        let shown = status(&h.state, Some("shop"), None).unwrap().replicas;
+        let state_of = |id: &str| {
+            shown
+                .iter()
+                .find(|r| r.desired.as_ref().unwrap().id == id)
+                .and_then(|r| r.observed.as_ref())
+                .map(pb::ReplicaObserved::state)
+        };
+        assert_eq!(state_of("shop-web-1"), Some(pb::ReplicaState::Updating));
+        assert_eq!(
+            state_of("shop-web-2"),
+            None,
+            "the replacement is not observed yet"
+        );
+        let stored = h.state.replica_observed("shop-web-1").unwrap();
+        assert_eq!(
+            stored.state(),
+            pb::ReplicaState::Running,
+            "only the view changes"
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! exit status 1 (a daemon's `tonic::Status` becomes its error envelope), or a usage error with
 //! exit status 2, or ([`Failure::Exit`]) the exit status of a remote command (`exec`) or 130
 //! after Ctrl-C (`apply`, `rollback`). A command whose daemon service does not exist in this
-//! build (`upgrade`, `node drain`) returns [`Context::needs_daemon`]: it never prints fake
+//! build (`upgrade`) returns [`Context::needs_daemon`]: it never prints fake
 //! success.
 //!
 //! This module must not hold domain logic (manifest rules, scheduling, wire formats) nor print

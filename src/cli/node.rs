@@ -7,11 +7,11 @@
 //! `name`, `role`, `status`, …); `issue-join-token` prints the single-use join token on a line
 //! of its own and the command to run on the new node (`-o json` → `{"token", …}`); `remove`
 //! drains the node first (replacement healthy before the old replica stops) unless `--force`,
-//! and says whether the node is already gone.
-//!
-//! `drain` belongs to the scheduler, which this build does not have: its handler returns
-//! [`Context::needs_daemon`]. This module must not implement membership or drain logic and must
-//! not print success for an operation the daemon did not confirm.
+//! and says whether the node is already gone; `drain` stops scheduling onto a node and moves
+//! its replicas off (`--force`: without waiting for replacements; `--cancel`: schedulable
+//! again), and says how many replicas move. The STATUS column shows `draining` or `drained`
+//! while a drain record exists. This module must not implement membership or drain logic and
+//! must not print success for an operation the daemon did not confirm.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,8 +25,9 @@ use super::output;
 use super::view::{self, enum_name};
 use super::{Context, Failure};
 use crate::proto::v1::{
-    IssueJoinTokenRequest, IssueJoinTokenResponse, ListNodesRequest, Node, NodeStatus, RaftRole,
-    Reachability, RemoveNodeRequest, RemoveNodeResponse,
+    DrainNodeRequest, DrainNodeResponse, IssueJoinTokenRequest, IssueJoinTokenResponse,
+    ListNodesRequest, Node, NodeStatus, RaftRole, Reachability, RemoveNodeRequest,
+    RemoveNodeResponse,
 };
 
 /// Arguments of `jaco node`.
@@ -75,6 +76,12 @@ pub struct DrainArgs {
     /// Name of the node to drain
     #[arg(value_name = "NODE")]
     pub node: String,
+    /// Remove its replicas at once instead of waiting for their replacements to run
+    #[arg(long, conflicts_with = "cancel")]
+    pub force: bool,
+    /// Cancel the drain: the node receives replicas again
+    #[arg(long)]
+    pub cancel: bool,
 }
 
 /// Arguments of `jaco node issue-join-token`.
@@ -131,7 +138,20 @@ pub fn run(args: &NodeArgs, ctx: &mut Context<'_>) -> Result<(), Failure> {
             let quiet = ctx.global.quiet;
             ctx.print(&JoinToken::from(&response), |t| t.text(quiet))
         }
-        NodeCommand::Drain(_) => Err(ctx.needs_daemon()),
+        NodeCommand::Drain(drain) => {
+            let target = Target::of(ctx)?;
+            let request = DrainNodeRequest {
+                node: drain.node.clone(),
+                force: drain.force,
+                cancel: drain.cancel,
+            };
+            let cancel = drain.cancel;
+            let response = client::run(&target, |c| async move {
+                Ok(c.cluster().drain_node(request).await?.into_inner())
+            })?;
+            let drained = DrainedNode::of(&response, cancel);
+            ctx.print(&drained, DrainedNode::text)
+        }
     }
 }
 
@@ -142,7 +162,8 @@ pub struct NodeView {
     pub name: String,
     /// Raft role: `leader`, `follower`, `learner`, `candidate`.
     pub role: String,
-    /// Scheduling status: `joining`, `ready`, `isolation_unavailable`, `drain_timeout`.
+    /// Scheduling status: `joining`, `ready`, `draining`, `drained`, `isolation_unavailable`,
+    /// `drain_timeout`.
     pub status: String,
     /// Context for the status (reason, replica, …).
     pub status_details: BTreeMap<String, String>,
@@ -171,7 +192,7 @@ impl From<&Node> for NodeView {
         NodeView {
             name: node.name.clone(),
             role: enum_name::<RaftRole>(node.raft_role),
-            status: enum_name::<NodeStatus>(node.status),
+            status: status_of(node),
             status_details: node.status_details.clone().into_iter().collect(),
             reachability: enum_name::<Reachability>(node.reachability),
             api_address: node.api_address.clone(),
@@ -183,6 +204,20 @@ impl From<&Node> for NodeView {
             labels: node.labels.clone().into_iter().collect(),
             sans: node.sans.clone(),
         }
+    }
+}
+
+/// The scheduling status as shown: a ready node with a drain record is `draining` or `drained`.
+fn status_of(node: &Node) -> String {
+    match &node.drain {
+        Some(drain) if node.status() == NodeStatus::Ready => {
+            if drain.completed_at_unix_ms == 0 {
+                "draining".to_owned()
+            } else {
+                "drained".to_owned()
+            }
+        }
+        _ => enum_name::<NodeStatus>(node.status),
     }
 }
 
@@ -236,6 +271,44 @@ impl RemovedNode {
                 "node {} is draining and leaves the cluster when its replicas have moved; \
                  follow it with `jaco node list`\n",
                 self.node
+            )
+        }
+    }
+}
+
+/// The answer to `node drain`.
+#[derive(Debug, Serialize)]
+pub struct DrainedNode {
+    /// Node name.
+    pub node: String,
+    /// True when the drain was cancelled.
+    pub cancelled: bool,
+    /// Replicas that move off the node.
+    pub replicas_to_move: u32,
+    /// State revision of the committed request.
+    pub revision: u64,
+}
+
+impl DrainedNode {
+    fn of(response: &DrainNodeResponse, cancelled: bool) -> Self {
+        DrainedNode {
+            node: response.node.clone(),
+            cancelled,
+            replicas_to_move: response.replicas_to_move,
+            revision: response.revision,
+        }
+    }
+
+    fn text(&self) -> String {
+        if self.cancelled {
+            format!(
+                "node {}: drain cancelled; it receives replicas again\n",
+                self.node
+            )
+        } else {
+            format!(
+                "node {} is draining: {} replica(s) move elsewhere; follow it with `jaco node list`\n",
+                self.node, self.replicas_to_move
             )
         }
     }

@@ -47,6 +47,10 @@ pub struct DaemonConfig {
     pub leader_wait_ms: u64,
     /// The node's container runtime.
     pub runtime: RuntimeSettings,
+    /// The scheduler's timings (used while this node leads).
+    pub scheduler: SchedulerSettings,
+    /// What this node offers to replicas' reservations; unset values are detected.
+    pub capacity: CapacitySettings,
 }
 
 /// Log output format.
@@ -108,6 +112,47 @@ impl Default for RuntimeSettings {
     }
 }
 
+/// The scheduler's timings (SPEC §5.4), in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSettings {
+    /// A node the leader has not heard from for this long is lost: its replicas move.
+    pub node_lost_after_ms: u64,
+    /// A drain whose replicas have not all moved after this long stops with `drain_timeout`.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings {
+            node_lost_after_ms: 15_000,
+            drain_timeout_ms: 300_000,
+        }
+    }
+}
+
+impl SchedulerSettings {
+    /// The scheduler's view of these settings.
+    pub fn plan_settings(&self) -> crate::scheduler::plan::Settings {
+        let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        crate::scheduler::plan::Settings {
+            node_lost_after_ms: ms(self.node_lost_after_ms),
+            drain_timeout_ms: ms(self.drain_timeout_ms),
+        }
+    }
+}
+
+/// The schedulable capacity this node declares (SPEC §5.2); an unset value is the machine's
+/// (every CPU, all memory).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapacitySettings {
+    /// CPU in millicores (1000 = one core).
+    pub cpu_millis: Option<u64>,
+    /// Memory in bytes.
+    pub memory_bytes: Option<u64>,
+}
+
 impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
@@ -124,6 +169,8 @@ impl Default for DaemonConfig {
             audit_retention: 100_000,
             leader_wait_ms: 5_000,
             runtime: RuntimeSettings::default(),
+            scheduler: SchedulerSettings::default(),
+            capacity: CapacitySettings::default(),
         }
     }
 }
@@ -270,6 +317,25 @@ fn validate(path: &Path, config: DaemonConfig) -> Result<DaemonConfig, Error> {
             "runtime.pull_retry_budget must be positive".to_owned(),
         );
     }
+    let scheduler = &config.scheduler;
+    if scheduler.node_lost_after_ms < 1_000 {
+        return invalid(
+            "scheduler.node_lost_after_ms",
+            "scheduler.node_lost_after_ms must be at least 1000".to_owned(),
+        );
+    }
+    if scheduler.drain_timeout_ms < 1_000 {
+        return invalid(
+            "scheduler.drain_timeout_ms",
+            "scheduler.drain_timeout_ms must be at least 1000".to_owned(),
+        );
+    }
+    if config.capacity.cpu_millis == Some(0) || config.capacity.memory_bytes == Some(0) {
+        return invalid(
+            "capacity",
+            "capacity values must be positive (leave them out to use the machine's)".to_owned(),
+        );
+    }
     Ok(config)
 }
 
@@ -320,7 +386,9 @@ mod tests {
              socket: /tmp/j.sock\nsocket_group: wheel\nmetrics_listen: 127.0.0.1:9200\nlog: debug\n\
              log_format: json\nraft: {heartbeat_interval_ms: 50, election_timeout_min_ms: 200, \
              election_timeout_max_ms: 400, snapshot_every: 10}\naudit_retention: 10\nleader_wait_ms: 100\n\
-             runtime: {docker_socket: /run/docker.sock, secrets_dir: /tmp/s, pull_retry_budget: 3}\n",
+             runtime: {docker_socket: /run/docker.sock, secrets_dir: /tmp/s, pull_retry_budget: 3}\n\
+             scheduler: {node_lost_after_ms: 5000, drain_timeout_ms: 60000}\n\
+             capacity: {cpu_millis: 1500, memory_bytes: 1073741824}\n",
         ))
         .unwrap();
         assert_eq!(config.node_name, "a");
@@ -331,6 +399,13 @@ mod tests {
         assert_eq!(config.runtime.docker_socket, "/run/docker.sock");
         assert_eq!(config.runtime.secrets_dir, PathBuf::from("/tmp/s"));
         assert_eq!(config.runtime.pull_retry_budget, 3);
+        let scheduler = config.scheduler.plan_settings();
+        assert_eq!(
+            (scheduler.node_lost_after_ms, scheduler.drain_timeout_ms),
+            (5_000, 60_000)
+        );
+        assert_eq!(config.capacity.cpu_millis, Some(1500));
+        assert_eq!(config.capacity.memory_bytes, Some(1 << 30));
     }
 
     #[test]
@@ -377,6 +452,9 @@ mod tests {
             "runtime: {secrets_dir: relative/dir}\n",
             "runtime: {pull_retry_budget: 0}\n",
             "runtime: {pull_retries: 3}\n",
+            "scheduler: {node_lost_after_ms: 10}\n",
+            "scheduler: {drain_timeout_ms: 0}\n",
+            "capacity: {cpu_millis: 0}\n",
         ] {
             let error = load_text(Some(text)).unwrap_err();
             assert_eq!(error.code, Code::ValidationFailed, "{text}");

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod member;
 pub mod metrics;
+pub mod node_info;
 pub mod reconcile;
 pub mod restore;
 pub mod run;

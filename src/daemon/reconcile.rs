@@ -32,6 +32,11 @@ pub const TICK: Duration = Duration::from_millis(500);
 /// Consecutive failed probes (one per tick) before a node is recorded unreachable.
 pub const MISSES_BEFORE_UNREACHABLE: u32 = 3;
 
+/// How often the leader records the heartbeats it heard (the nodes that answered its probes)
+/// in the replicated state: `last_heartbeat` is at most this stale, and the scheduler counts
+/// a node's loss from it (SPEC §5.4).
+pub const RECORD_HEARTBEATS_EVERY: Duration = Duration::from_secs(5);
+
 /// A learner within this many entries of the leader's last log index counts as caught up.
 pub const CAUGHT_UP_LAG: u64 = 100;
 
@@ -167,11 +172,22 @@ pub fn reachability_changes(
     changes
 }
 
+/// The nodes of the table that answered this tick's probes (the leader always does).
+pub fn heard(facts: &Facts) -> Vec<String> {
+    facts
+        .table
+        .iter()
+        .filter(|node| facts.members.get(&node.id).is_some_and(|m| m.reachable))
+        .map(|node| node.name.clone())
+        .collect()
+}
+
 /// Reconciles on this node while it leads, until `stop` changes.
 pub async fn run(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut misses = BTreeMap::new();
+    let mut recorded_at: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -180,6 +196,7 @@ pub async fn run(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
         let metrics = member.metrics();
         if metrics.state != ServerState::Leader {
             misses.clear();
+            recorded_at = None;
             continue;
         }
         // One change at a time: wait while a joint configuration is being committed.
@@ -195,6 +212,11 @@ pub async fn run(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
         let facts = gather(&member, &metrics).await;
         for (node, reachability) in reachability_changes(&facts, &mut misses) {
             record_reachability(&member, node, reachability).await;
+        }
+        if recorded_at.is_none_or(|at| at.elapsed() >= RECORD_HEARTBEATS_EVERY)
+            && record_heartbeats(&member, heard(&facts)).await
+        {
+            recorded_at = Some(std::time::Instant::now());
         }
         let Some(action) = plan(&facts) else {
             continue;
@@ -260,6 +282,30 @@ async fn record_reachability(member: &Member, node: String, reachability: pb::Re
         .await
     {
         tracing::warn!(error = %error.render(true), "cannot record reachability; retrying next tick");
+    }
+}
+
+/// Records that the leader heard `nodes` now; false when the write failed.
+async fn record_heartbeats(member: &Member, nodes: Vec<String>) -> bool {
+    let now = crate::pki::now_unix_ms();
+    let heartbeats = nodes
+        .into_iter()
+        .map(|node| pb::NodeHeartbeat {
+            node,
+            received_at_unix_ms: now,
+            ..Default::default()
+        })
+        .collect();
+    let kind = pb::command::Kind::RecordHeartbeats(pb::RecordHeartbeats { heartbeats });
+    match member
+        .submit(&Identity::Node(member.name.clone()), kind)
+        .await
+    {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::warn!(error = %error.render(true), "cannot record heartbeats; retrying next tick");
+            false
+        }
     }
 }
 
@@ -399,12 +445,14 @@ mod tests {
             reachability_changes(&facts, &mut misses),
             vec![("b".to_owned(), pb::Reachability::Unreachable)]
         );
+        assert_eq!(heard(&facts), ["a"], "only answering nodes are heard");
         facts.table[1].reachable = false;
         facts.members.get_mut(&2).expect("b").reachable = true;
         assert_eq!(
             reachability_changes(&facts, &mut misses),
             vec![("b".to_owned(), pb::Reachability::Reachable)]
         );
+        assert_eq!(heard(&facts), ["a", "b"]);
     }
 
     #[test]

@@ -155,9 +155,8 @@ pub async fn run(config: DaemonConfig) -> Result<(), Error> {
     context.set_runtime(runtime.clone());
     let member_task = tokio::spawn(run_member(
         context.clone(),
-        config.api_listen,
+        config.clone(),
         runtime,
-        config.runtime.clone(),
         ready_tx,
         fatal_tx,
         stop.clone(),
@@ -236,9 +235,8 @@ async fn resume(
 /// samples raft metrics and reports a fatal raft error.
 async fn run_member(
     context: Arc<ApiContext>,
-    api_listen: std::net::SocketAddr,
+    config: super::config::DaemonConfig,
     runtime: Arc<dyn Runtime>,
-    runtime_settings: super::config::RuntimeSettings,
     ready: watch::Sender<Readiness>,
     fatal: tokio::sync::mpsc::Sender<Error>,
     mut stop: watch::Receiver<bool>,
@@ -254,6 +252,7 @@ async fn run_member(
         }
         () = until_stopped(&mut stop) => return,
     };
+    let api_listen = config.api_listen;
     let listener = match tokio::net::TcpListener::bind(api_listen).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -280,11 +279,20 @@ async fn run_member(
         }
     });
     let reconciler = tokio::spawn(reconcile::run(member.clone(), stop.clone()));
-    let scheduler = tokio::spawn(crate::scheduler::run(member.clone(), stop.clone()));
+    let scheduler = tokio::spawn(crate::scheduler::run(
+        member.clone(),
+        config.scheduler.plan_settings(),
+        stop.clone(),
+    ));
     let agent = tokio::spawn(crate::runtime::agent::run(
         member.clone(),
         runtime,
-        runtime_settings,
+        config.runtime.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(super::node_info::report(
+        member.clone(),
+        config.capacity.clone(),
         stop.clone(),
     ));
     tokio::spawn(record_restore(

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::api::auth::Identity;
 use crate::daemon::member::Member;
+use crate::proto::v1 as pb;
 use crate::proto::v1::command::Kind;
 use crate::state::WatchFilter;
 
@@ -30,7 +31,7 @@ const SAFETY_TICK: Duration = Duration::from_secs(10);
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 /// Runs the scheduler until `stop` turns true.
-pub async fn run(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
+pub async fn run(member: Arc<Member>, settings: plan::Settings, mut stop: watch::Receiver<bool>) {
     let mut changes = member.hub.subscribe(WatchFilter::default(), 0);
     let mut wake_in = SAFETY_TICK;
     loop {
@@ -50,22 +51,30 @@ pub async fn run(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let now = crate::pki::now_unix_ms();
-        let plan = member.read(|state| plan::reconcile(state, now));
+        let plan = member.read(|state| plan::reconcile(state, now, &settings));
         if let Some(at) = plan.wake_at {
             let millis = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
             wake_in = wake_in.min(Duration::from_millis(millis.max(1)));
         }
-        if plan.is_empty() {
-            continue;
-        }
-        tracing::debug!(batch = ?plan.batch, "scheduler batch");
         let identity = Identity::Node(member.name.clone());
-        if let Err(error) = member
-            .submit(&identity, Kind::SchedulerBatch(plan.batch))
-            .await
-        {
-            tracing::warn!(%error, "scheduler batch failed; retrying");
-            wake_in = RETRY_AFTER;
+        if !plan.is_empty() {
+            tracing::debug!(batch = ?plan.batch, "scheduler batch");
+            if let Err(error) = member
+                .submit(&identity, Kind::SchedulerBatch(plan.batch))
+                .await
+            {
+                tracing::warn!(%error, "scheduler batch failed; retrying");
+                wake_in = RETRY_AFTER;
+                continue;
+            }
+        }
+        for node in plan.remove_nodes {
+            tracing::info!(%node, "drained; removing the node");
+            let kind = Kind::RemoveNode(pb::RemoveNode { node, force: false });
+            if let Err(error) = member.submit(&identity, kind).await {
+                tracing::warn!(%error, "removing a drained node failed; retrying");
+                wake_in = RETRY_AFTER;
+            }
         }
     }
 }

@@ -2,10 +2,19 @@
 //! one `SchedulerBatch` (and when to look again) out (SPEC §5).
 //!
 //! Per service it decides the target spec (the deployment's current revision, or the previous
-//! one after a rolled-back rollout), places new replicas, advances rollouts one step at a time
-//! through [`rollout::step`], removes replicas of services that are gone, re-arms replicas a
-//! new apply must clear (`failed` is only cleared by a new revision), and sets each
-//! deployment's status (`pending` with a reason when a replica cannot be placed).
+//! one after a rolled-back rollout), places new replicas (within the nodes' declared capacity),
+//! advances rollouts one step at a time through [`rollout::step`], removes replicas of services
+//! that are gone, re-arms replicas a new apply must clear (`failed` is only cleared by a new
+//! revision), and sets each deployment's status (`pending` with a reason when a replica cannot
+//! be placed).
+//!
+//! Nodes leave the placement in two ways (SPEC §5.4). A node that has not answered the leader
+//! for [`Settings::node_lost_after_ms`] (or that was removed) is lost: its replicas are removed
+//! from it at once and placed elsewhere, except `hosts`-pinned ones, which wait for it; when it
+//! comes back its agent finds them no longer desired there and removes the stale containers. A
+//! draining node keeps its replicas until their replacements elsewhere run, then loses them;
+//! when it holds nothing the drain is complete (and a `node remove` drain removes the node). A
+//! drain still waiting after [`Settings::drain_timeout_ms`] puts the node in `drain_timeout`.
 //!
 //! It must not read clocks, randomness or anything but the state it is given, and must not
 //! reuse a replica index.
@@ -25,10 +34,13 @@ pub struct Plan {
     /// The earliest time (Unix ms) at which a waiting condition may change (a monitor period
     /// or a step timeout running out), when there is one.
     pub wake_at: Option<i64>,
+    /// Nodes whose `node remove` drain is complete: remove them from the cluster (after the
+    /// batch is committed; a separate command because removal is not the scheduler's record).
+    pub remove_nodes: Vec<String>,
 }
 
 impl Plan {
-    /// True when there is nothing to commit.
+    /// True when the batch holds nothing to commit.
     pub fn is_empty(&self) -> bool {
         let b = &self.batch;
         b.upsert_replicas.is_empty()
@@ -37,6 +49,9 @@ impl Plan {
             && b.remove_rollouts.is_empty()
             && b.deployment_statuses.is_empty()
             && b.replica_states.is_empty()
+            && b.node_statuses.is_empty()
+            && b.node_drains.is_empty()
+            && b.audit.is_empty()
     }
 
     fn wake(&mut self, at: Option<i64>) {
@@ -46,10 +61,29 @@ impl Plan {
     }
 }
 
+/// The scheduler's tunables (daemon.yaml `scheduler:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// A node unreachable for this long (since its last recorded heartbeat) is lost.
+    pub node_lost_after_ms: i64,
+    /// A drain with replicas still on the node after this long stops with `drain_timeout`.
+    pub drain_timeout_ms: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            node_lost_after_ms: 15_000,
+            drain_timeout_ms: 300_000,
+        }
+    }
+}
+
 /// Computes the scheduler's changes for `state` at `now` (Unix ms).
-pub fn reconcile(state: &State, now: i64) -> Plan {
+pub fn reconcile(state: &State, now: i64, settings: &Settings) -> Plan {
     let mut plan = Plan::default();
-    let nodes = Nodes::of(state);
+    let mut nodes = Nodes::of(state, now, settings);
+    plan.wake(nodes.lost_at);
     for deployment in state.deployments() {
         let mut unplaceable = BTreeMap::new();
         let services = deployment
@@ -57,7 +91,7 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
             .as_ref()
             .map_or(&[][..], |s| s.services.as_slice());
         for service in services {
-            let outcome = plan_service(state, &nodes, deployment, service, now, &mut plan);
+            let outcome = plan_service(state, &mut nodes, deployment, service, now, &mut plan);
             if let Err(reason) = outcome {
                 unplaceable.insert(service.name.clone(), reason);
             }
@@ -65,6 +99,7 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
         remove_dropped_services(state, deployment, services, &mut plan);
         set_status(deployment, &unplaceable, &mut plan);
     }
+    finish_drains(state, &nodes, now, settings, &mut plan);
     plan
 }
 
@@ -72,41 +107,132 @@ pub fn reconcile(state: &State, now: i64) -> Plan {
 #[derive(Debug, Clone, PartialEq)]
 struct Unplaceable {
     reason: &'static str,
-    missing_hosts: Vec<String>,
+    /// Supporting fields for the deployment's status details (e.g. `missing_hosts`).
+    details: BTreeMap<String, String>,
 }
 
-/// Nodes that may receive new replicas, and how many replicas each holds.
+/// The nodes as placement sees them.
 struct Nodes {
+    /// Nodes that may receive new replicas.
     eligible: Vec<String>,
+    /// Replicas per node, counting those placed earlier in this reconcile.
     load: BTreeMap<String, usize>,
+    /// Declared capacity and what replicas reserve of it, for nodes that declare one.
+    capacity: BTreeMap<String, (pb::NodeResources, pb::NodeResources)>,
+    /// Members of the node table.
+    members: BTreeSet<String>,
+    /// Members unreachable for longer than `node_lost_after_ms`.
+    lost: BTreeSet<String>,
+    /// Nodes being drained (not timed out), and whether the drain is forced.
+    draining: BTreeMap<String, bool>,
+    /// When the next unreachable node becomes lost.
+    lost_at: Option<i64>,
 }
 
 impl Nodes {
-    fn of(state: &State) -> Nodes {
-        let eligible = state
-            .nodes()
-            .filter(|n| n.status() == pb::NodeStatus::Ready)
-            .filter(|n| n.docker.as_ref().is_none_or(|d| d.ok))
-            .filter(|n| n.drain.is_none())
-            .map(|n| n.name.clone())
-            .collect();
-        let mut load = BTreeMap::new();
-        for replica in state.replicas_desired() {
-            *load.entry(replica.node.clone()).or_default() += 1;
+    fn of(state: &State, now: i64, settings: &Settings) -> Nodes {
+        let mut nodes = Nodes {
+            eligible: Vec::new(),
+            load: BTreeMap::new(),
+            capacity: BTreeMap::new(),
+            members: BTreeSet::new(),
+            lost: BTreeSet::new(),
+            draining: BTreeMap::new(),
+            lost_at: None,
+        };
+        for node in state.nodes() {
+            nodes.members.insert(node.name.clone());
+            let reachable = node.reachability() != pb::Reachability::Unreachable;
+            if !reachable {
+                let heard = node.last_heartbeat_unix_ms.max(node.joined_at_unix_ms);
+                let lost_at = heard.saturating_add(settings.node_lost_after_ms);
+                if now >= lost_at {
+                    nodes.lost.insert(node.name.clone());
+                } else {
+                    nodes.lost_at = Some(nodes.lost_at.map_or(lost_at, |at| at.min(lost_at)));
+                }
+            }
+            let drain = node.drain.as_ref().filter(|d| d.completed_at_unix_ms == 0);
+            if let Some(drain) = drain
+                && node.status() != pb::NodeStatus::DrainTimeout
+            {
+                nodes.draining.insert(node.name.clone(), drain.force);
+            }
+            if node.status() == pb::NodeStatus::Ready
+                && reachable
+                && node.docker.as_ref().is_none_or(|d| d.ok)
+                && node.drain.is_none()
+            {
+                nodes.eligible.push(node.name.clone());
+            }
+            if let Some(capacity) = node
+                .capacity
+                .filter(|c| c.cpu_millis > 0 || c.memory_bytes > 0)
+            {
+                nodes
+                    .capacity
+                    .insert(node.name.clone(), (capacity, pb::NodeResources::default()));
+            }
         }
-        Nodes { eligible, load }
+        let reservations: BTreeMap<(&str, &str), pb::NodeResources> = state
+            .deployments()
+            .flat_map(|d| {
+                let services = d.spec.as_ref().map_or(&[][..], |s| s.services.as_slice());
+                services.iter().map(move |s| {
+                    (
+                        (d.name.as_str(), s.name.as_str()),
+                        s.reservations.unwrap_or_default(),
+                    )
+                })
+            })
+            .collect();
+        for replica in state.replicas_desired() {
+            let need = reservations
+                .get(&(replica.deployment.as_str(), replica.service.as_str()))
+                .copied()
+                .unwrap_or_default();
+            nodes.reserve(&replica.node, &need);
+        }
+        nodes
+    }
+
+    /// True when a node's replicas must be placed elsewhere now: it is no longer a member, or
+    /// it is lost (unless `pinned`: a `hosts` replica waits for its node to come back).
+    fn must_move(&self, node: &str, pinned: bool) -> bool {
+        !self.members.contains(node) || (!pinned && self.lost.contains(node))
+    }
+
+    /// True when `need` fits in what `node` has left (undeclared capacity always fits).
+    fn fits(&self, node: &str, need: &pb::NodeResources) -> bool {
+        let Some((capacity, used)) = self.capacity.get(node) else {
+            return true;
+        };
+        let fits = |capacity: u64, used: u64, need: u64| {
+            capacity == 0 || need == 0 || used.saturating_add(need) <= capacity
+        };
+        fits(capacity.cpu_millis, used.cpu_millis, need.cpu_millis)
+            && fits(capacity.memory_bytes, used.memory_bytes, need.memory_bytes)
+    }
+
+    /// Counts one more replica reserving `need` on `node`.
+    fn reserve(&mut self, node: &str, need: &pb::NodeResources) {
+        *self.load.entry(node.to_owned()).or_default() += 1;
+        if let Some((_, used)) = self.capacity.get_mut(node) {
+            used.cpu_millis = used.cpu_millis.saturating_add(need.cpu_millis);
+            used.memory_bytes = used.memory_bytes.saturating_add(need.memory_bytes);
+        }
     }
 }
 
 fn plan_service(
     state: &State,
-    nodes: &Nodes,
+    nodes: &mut Nodes,
     deployment: &pb::Deployment,
     service: &pb::ServiceSpec,
     now: i64,
     plan: &mut Plan,
 ) -> Result<(), Unplaceable> {
-    let replicas: Vec<&pb::ReplicaDesired> = state
+    let all: Vec<&pb::ReplicaDesired> = state
         .replicas_desired()
         .filter(|r| r.deployment == deployment.name && r.service == service.name)
         .collect();
@@ -116,10 +242,22 @@ fn plan_service(
         .filter(|r| r.to_revision == deployment.revision);
     let target = Target::of(deployment, service, record);
     if service.placement() == PlacementMode::Global {
+        // One per node: nothing to move; a draining or departed node's copy just goes.
+        let (replicas, leaving): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| {
+            nodes.members.contains(&r.node) && !nodes.draining.contains_key(&r.node)
+        });
+        plan.batch
+            .remove_replicas
+            .extend(leaving.iter().map(|r| r.id.clone()));
         rearm_for_new_revision(state, &replicas, &target, plan);
         return plan_global(nodes, deployment, service, &replicas, &target, plan);
     }
 
+    let relocation = Relocation::of(nodes, service, &all);
+    plan.batch
+        .remove_replicas
+        .extend(relocation.now.iter().map(|r| r.id.clone()));
+    let replicas = &relocation.staying;
     let policy = service.update.unwrap_or_default();
     let candidates: Vec<Candidate> = replicas
         .iter()
@@ -140,23 +278,80 @@ fn plan_service(
     for id in &step.remove {
         plan.batch.remove_replicas.push(id.clone());
     }
+    // A draining node's replicas go once their replacements elsewhere serve.
+    let serving_elsewhere = candidates
+        .iter()
+        .filter(|c| c.current && c.state == ReplicaState::Running)
+        .filter(|c| !step.remove.contains(&c.id))
+        .count();
+    if serving_elsewhere >= service.replicas as usize {
+        plan.batch
+            .remove_replicas
+            .extend(relocation.after_replacement.iter().map(|r| r.id.clone()));
+    }
     let mut placement = Ok(());
     if step.create > 0 {
         placement = create_replicas(
-            state, nodes, deployment, service, &replicas, &step, &target, plan,
+            state, nodes, deployment, service, replicas, &step, &target, plan,
         );
     }
-    update_rollout(
-        deployment,
-        service,
-        record,
-        &target,
-        &step,
-        &candidates,
-        now,
-        plan,
-    );
+    // Moving replicas off a lost or draining node is not a rollout of the service.
+    let moving_only = relocation.moving() > 0
+        && candidates.iter().all(|c| c.current)
+        && candidates.len() + relocation.moving() == service.replicas as usize;
+    if !moving_only {
+        update_rollout(
+            deployment,
+            service,
+            record,
+            &target,
+            &step,
+            &candidates,
+            now,
+            plan,
+        );
+    }
     placement
+}
+
+/// A spread, pack or hosts service's replicas sorted by where they must go.
+struct Relocation<'a> {
+    /// On usable nodes (or pinned to a lost one, waiting for it).
+    staying: Vec<&'a pb::ReplicaDesired>,
+    /// Removed now: their node is lost or gone, or its drain is forced.
+    now: Vec<&'a pb::ReplicaDesired>,
+    /// On a draining node: removed once their replacements serve.
+    after_replacement: Vec<&'a pb::ReplicaDesired>,
+}
+
+impl<'a> Relocation<'a> {
+    fn of(
+        nodes: &Nodes,
+        service: &pb::ServiceSpec,
+        replicas: &[&'a pb::ReplicaDesired],
+    ) -> Relocation<'a> {
+        let pinned = service.placement() == PlacementMode::Hosts;
+        let mut relocation = Relocation {
+            staying: Vec::new(),
+            now: Vec::new(),
+            after_replacement: Vec::new(),
+        };
+        for &replica in replicas {
+            let list = match nodes.draining.get(&replica.node) {
+                _ if nodes.must_move(&replica.node, pinned) => &mut relocation.now,
+                Some(true) => &mut relocation.now,
+                // A pinned replica has nowhere else to go: the drain waits (and times out).
+                Some(false) if !pinned => &mut relocation.after_replacement,
+                _ => &mut relocation.staying,
+            };
+            list.push(replica);
+        }
+        relocation
+    }
+
+    fn moving(&self) -> usize {
+        self.now.len() + self.after_replacement.len()
+    }
 }
 
 /// The spec a service's replicas should run.
@@ -231,25 +426,40 @@ fn rearm_for_new_revision(
 }
 
 fn plan_global(
-    nodes: &Nodes,
+    nodes: &mut Nodes,
     deployment: &pb::Deployment,
     service: &pb::ServiceSpec,
     replicas: &[&pb::ReplicaDesired],
     target: &Target,
     plan: &mut Plan,
 ) -> Result<(), Unplaceable> {
-    for node in &nodes.eligible {
+    if nodes.eligible.is_empty() {
+        return Err(no_nodes());
+    }
+    let need = service.reservations.unwrap_or_default();
+    let mut outcome = Ok(());
+    for node in nodes.eligible.clone() {
         let id = format!("{}-{}-{node}", deployment.name, service.name);
         let existing = replicas.iter().find(|r| r.id == id);
         if existing.is_some_and(|r| r.spec_hash == target.spec_hash) {
             continue;
+        }
+        if existing.is_none() {
+            if !nodes.fits(&node, &need) {
+                outcome = Err(Unplaceable {
+                    reason: "insufficient_capacity",
+                    details: BTreeMap::from([("node".to_owned(), node.clone())]),
+                });
+                continue;
+            }
+            nodes.reserve(&node, &need);
         }
         plan.batch.upsert_replicas.push(pb::ReplicaDesired {
             id,
             deployment: deployment.name.clone(),
             service: service.name.clone(),
             index: 0,
-            node: node.clone(),
+            node,
             spec_hash: target.spec_hash.clone(),
             revision: target.revision,
             image: target.image.clone(),
@@ -257,23 +467,20 @@ fn plan_global(
             ..Default::default()
         });
     }
-    if nodes.eligible.is_empty() {
-        return Err(no_nodes());
-    }
-    Ok(())
+    outcome
 }
 
 fn no_nodes() -> Unplaceable {
     Unplaceable {
         reason: "no_ready_nodes",
-        missing_hosts: Vec::new(),
+        details: BTreeMap::new(),
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn create_replicas(
     state: &State,
-    nodes: &Nodes,
+    nodes: &mut Nodes,
     deployment: &pb::Deployment,
     service: &pb::ServiceSpec,
     replicas: &[&pb::ReplicaDesired],
@@ -286,12 +493,12 @@ fn create_replicas(
     for replica in replicas.iter().filter(|r| !removed.contains(r.id.as_str())) {
         *on_node.entry(replica.node.clone()).or_default() += 1;
     }
-    let mut load = nodes.load.clone();
+    let need = service.reservations.unwrap_or_default();
     let first = state.next_replica_index(&deployment.name, &service.name);
     for index in (first..).take(step.create) {
-        let node = choose_node(service, nodes, &on_node, &load)?;
+        let node = choose_node(service, nodes, &on_node, &need)?;
         *on_node.entry(node.clone()).or_default() += 1;
-        *load.entry(node.clone()).or_default() += 1;
+        nodes.reserve(&node, &need);
         plan.batch.upsert_replicas.push(pb::ReplicaDesired {
             id: format!("{}-{}-{index}", deployment.name, service.name),
             deployment: deployment.name.clone(),
@@ -314,9 +521,10 @@ fn choose_node(
     service: &pb::ServiceSpec,
     nodes: &Nodes,
     on_node: &BTreeMap<String, usize>,
-    load: &BTreeMap<String, usize>,
+    need: &pb::NodeResources,
 ) -> Result<String, Unplaceable> {
     let count = |map: &BTreeMap<String, usize>, node: &str| map.get(node).copied().unwrap_or(0);
+    let load = &nodes.load;
     let candidates: Vec<&String> = match service.placement() {
         PlacementMode::Hosts => {
             let missing: Vec<String> = service
@@ -335,13 +543,28 @@ fn choose_node(
             {
                 return Err(Unplaceable {
                     reason: "cannot_satisfy_host_placement",
-                    missing_hosts: missing,
+                    details: BTreeMap::from([("missing_hosts".to_owned(), missing.join(","))]),
                 });
             }
             usable
         }
         _ => nodes.eligible.iter().collect(),
     };
+    if candidates.is_empty() {
+        return Err(no_nodes());
+    }
+    let candidates: Vec<&String> = (candidates.into_iter())
+        .filter(|n| nodes.fits(n, need))
+        .collect();
+    if candidates.is_empty() {
+        return Err(Unplaceable {
+            reason: "insufficient_capacity",
+            details: BTreeMap::from([
+                ("cpu_millis".to_owned(), need.cpu_millis.to_string()),
+                ("memory_bytes".to_owned(), need.memory_bytes.to_string()),
+            ]),
+        });
+    }
     let chosen = match service.placement() {
         PlacementMode::Pack => candidates
             .into_iter()
@@ -364,7 +587,7 @@ fn update_rollout(
     now: i64,
     plan: &mut Plan,
 ) {
-    let next = match (record, &step.rollout) {
+    let mut next = match (record, &step.rollout) {
         (Some(record), Some(progress)) => {
             let mut next = record.clone();
             progress.apply_to(&mut next, now);
@@ -396,8 +619,103 @@ fn update_rollout(
         }
         _ => return,
     };
+    note_hold(deployment, service, record, step, &mut next, plan);
     if record != Some(&next) {
         plan.batch.upsert_rollouts.push(next);
+    }
+}
+
+/// Marks a rollout held by the invariant (`details.invariant_hold`), auditing
+/// `rollout_invariant_hold` once when a hold begins, and clears the mark when it ends.
+fn note_hold(
+    deployment: &pb::Deployment,
+    service: &pb::ServiceSpec,
+    record: Option<&pb::Rollout>,
+    step: &Step,
+    next: &mut pb::Rollout,
+    plan: &mut Plan,
+) {
+    const HOLD: &str = "invariant_hold";
+    let was_held = record.is_some_and(|r| r.details.contains_key(HOLD));
+    let Some(hold) = step
+        .hold
+        .filter(|_| next.state() == pb::RolloutState::InProgress)
+    else {
+        next.details.remove(HOLD);
+        return;
+    };
+    next.details
+        .insert(HOLD.to_owned(), hold.held_back.to_string());
+    if !was_held {
+        plan.batch.audit.push(pb::AuditEvent {
+            r#type: pb::AuditEventType::RolloutInvariantHold.into(),
+            payload: [
+                ("deployment", deployment.name.clone()),
+                ("service", service.name.clone()),
+                ("revision", deployment.revision.to_string()),
+                ("held_back", hold.held_back.to_string()),
+                ("healthy", hold.healthy.to_string()),
+                ("min_healthy", hold.min_healthy.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+            ..Default::default()
+        });
+    }
+}
+
+/// Completes drains whose node holds no replica any more (and asks for the node's removal when
+/// it was a `node remove`), and stops with `drain_timeout` those still waiting after
+/// [`Settings::drain_timeout_ms`].
+fn finish_drains(state: &State, nodes: &Nodes, now: i64, settings: &Settings, plan: &mut Plan) {
+    let removed: BTreeSet<String> = plan.batch.remove_replicas.iter().cloned().collect();
+    for node in state.nodes() {
+        let Some(drain) = &node.drain else { continue };
+        if drain.completed_at_unix_ms != 0 {
+            if drain.remove {
+                plan.remove_nodes.push(node.name.clone());
+            }
+            continue;
+        }
+        if !nodes.draining.contains_key(&node.name) {
+            continue; // timed out: the operator forces or cancels it
+        }
+        let remaining: Vec<&str> = state
+            .replicas_desired()
+            .filter(|r| r.node == node.name && !removed.contains(&r.id))
+            .map(|r| r.id.as_str())
+            .collect();
+        if remaining.is_empty() {
+            plan.batch.node_drains.push(pb::SetNodeDrain {
+                node: node.name.clone(),
+                drain: Some(pb::NodeDrain {
+                    completed_at_unix_ms: now,
+                    ..drain.clone()
+                }),
+            });
+            continue;
+        }
+        let deadline = drain
+            .requested_at_unix_ms
+            .saturating_add(settings.drain_timeout_ms);
+        if now < deadline {
+            plan.wake(Some(deadline));
+            continue;
+        }
+        plan.batch.node_statuses.push(pb::SetNodeStatus {
+            node: node.name.clone(),
+            status: pb::NodeStatus::DrainTimeout.into(),
+            status_details: BTreeMap::from([
+                ("replica".to_owned(), remaining[0].to_owned()),
+                ("remaining".to_owned(), remaining.len().to_string()),
+                (
+                    "timeout_ms".to_owned(),
+                    settings.drain_timeout_ms.to_string(),
+                ),
+            ]),
+            ..Default::default()
+        });
     }
 }
 
@@ -431,13 +749,9 @@ fn set_status(
     let (status, details) = match unplaceable.iter().next() {
         None => (pb::DeploymentStatus::Active, BTreeMap::new()),
         Some((service, why)) => {
-            let mut details = BTreeMap::from([
-                ("reason".to_owned(), why.reason.to_owned()),
-                ("service".to_owned(), service.clone()),
-            ]);
-            if !why.missing_hosts.is_empty() {
-                details.insert("missing_hosts".to_owned(), why.missing_hosts.join(","));
-            }
+            let mut details = why.details.clone();
+            details.insert("reason".to_owned(), why.reason.to_owned());
+            details.insert("service".to_owned(), service.clone());
             (pb::DeploymentStatus::Pending, details)
         }
     };
@@ -498,7 +812,7 @@ mod tests {
 
     /// Commits a plan and returns it.
     fn commit(h: &mut Harness) -> Plan {
-        let plan = reconcile(&h.state, h.now);
+        let plan = reconcile(&h.state, h.now, &Settings::default());
         if !plan.is_empty() {
             h.ok_as("n1", Kind::SchedulerBatch(plan.batch.clone()));
         }
@@ -616,6 +930,10 @@ mod tests {
         let rollout = h.state.rollout("shop", "web").unwrap();
         assert_eq!(rollout.state(), pb::RolloutState::InProgress);
         assert_eq!((rollout.from_revision, rollout.to_revision), (1, 2));
+        assert_eq!(
+            rollout.details["invariant_hold"], "2",
+            "both old replicas kept"
+        );
 
         for (new, old) in [("shop-web-3", "shop-web-2"), ("shop-web-4", "shop-web-1")] {
             observe(&mut h, new, pb::ReplicaState::Running);
@@ -638,6 +956,12 @@ mod tests {
         let rollout = h.state.rollout("shop", "web").unwrap();
         assert_eq!(rollout.state(), pb::RolloutState::Completed);
         assert!(rollout.finished_at_unix_ms > 0);
+        assert!(!rollout.details.contains_key("invariant_hold"));
+        let holds: Vec<_> = (h.state.audit(&Default::default()).events.into_iter())
+            .filter(|e| e.r#type() == pb::AuditEventType::RolloutInvariantHold)
+            .collect();
+        assert_eq!(holds.len(), 1, "audited once per hold: {holds:?}");
+        assert_eq!(holds[0].payload["service"], "web");
     }
 
     #[test]
@@ -694,5 +1018,218 @@ mod tests {
         deploy(&mut h, vec![agent]);
         commit(&mut h);
         assert_eq!(ids(&h), ["shop-agent-n1", "shop-agent-n2"]);
+    }
+
+    fn unreachable(h: &mut Harness, node: &str) {
+        h.ok(Kind::SetNodeReachability(pb::SetNodeReachability {
+            node: node.into(),
+            reachability: pb::Reachability::Unreachable.into(),
+        }));
+    }
+
+    fn drain(h: &mut Harness, node: &str, force: bool, remove: bool) {
+        h.ok(Kind::SetNodeDrain(pb::SetNodeDrain {
+            node: node.into(),
+            drain: Some(pb::NodeDrain {
+                force,
+                remove,
+                ..Default::default()
+            }),
+        }));
+    }
+
+    fn placement(h: &Harness) -> BTreeMap<String, String> {
+        h.state
+            .replicas_desired()
+            .map(|r| (r.id.clone(), r.node.clone()))
+            .collect()
+    }
+
+    fn run_all(h: &mut Harness) {
+        let ids = ids(h);
+        for id in ids {
+            if h.state.replica_observed(&id).is_none() {
+                observe(h, &id, pb::ReplicaState::Running);
+            }
+        }
+    }
+
+    #[test]
+    fn a_lost_node_loses_its_replicas_to_the_others_but_pinned_ones_wait() {
+        let mut h = cluster(&["n1", "n2", "n3"], &[]);
+        let pinned = pb::ServiceSpec {
+            placement: PlacementMode::Hosts.into(),
+            hosts: vec!["n3".into()],
+            ..service("db", "db:1")
+        };
+        deploy(&mut h, vec![web(3, "web:1"), pinned]);
+        commit(&mut h);
+        run_all(&mut h);
+        let before = placement(&h);
+        assert_eq!(before["shop-web-3"], "n3");
+        assert_eq!(before["shop-db-1"], "n3");
+        h.now += 2_000; // past the monitor period: nothing else wakes the scheduler
+        commit(&mut h);
+
+        unreachable(&mut h, "n3");
+        let plan = commit(&mut h);
+        assert!(plan.is_empty(), "not lost yet: {plan:?}");
+        let lost_at = plan.wake_at.expect("wakes when n3 counts as lost");
+        assert_eq!(
+            lost_at,
+            h.state.node("n3").unwrap().joined_at_unix_ms + 15_000
+        );
+
+        h.now = lost_at;
+        let plan = commit(&mut h);
+        assert_eq!(plan.batch.remove_replicas, ["shop-web-3"]);
+        let after = placement(&h);
+        assert_eq!(after["shop-web-1"], before["shop-web-1"], "stable");
+        assert_eq!(after["shop-web-2"], before["shop-web-2"], "stable");
+        assert_eq!(
+            after["shop-db-1"], "n3",
+            "pinned replicas wait for their host"
+        );
+        let moved = after
+            .get("shop-web-4")
+            .expect("a new replica for the lost one");
+        assert_ne!(moved, "n3");
+        assert!(
+            h.state.rollout("shop", "web").is_none(),
+            "moving is not a rollout"
+        );
+    }
+
+    #[test]
+    fn a_drain_stops_old_replicas_only_once_their_replacements_run_then_completes() {
+        let mut h = cluster(&["n1", "n2"], &[]);
+        deploy(&mut h, vec![web(2, "web:1")]);
+        commit(&mut h);
+        run_all(&mut h);
+        assert_eq!(placement(&h)["shop-web-2"], "n2");
+
+        drain(&mut h, "n2", false, true);
+        commit(&mut h);
+        let during = placement(&h);
+        assert_eq!(during.get("shop-web-3").map(String::as_str), Some("n1"));
+        assert_eq!(
+            during["shop-web-2"], "n2",
+            "kept until the replacement runs"
+        );
+        assert!(commit(&mut h).is_empty(), "waiting for shop-web-3");
+
+        observe(&mut h, "shop-web-3", pb::ReplicaState::Running);
+        let plan = commit(&mut h);
+        assert_eq!(plan.batch.remove_replicas, ["shop-web-2"]);
+        assert_eq!(plan.batch.node_drains.len(), 1, "drained: {plan:?}");
+        assert!(plan.remove_nodes.is_empty(), "removed after the commit");
+        let plan = commit(&mut h);
+        assert_eq!(
+            plan.remove_nodes,
+            ["n2"],
+            "a `node remove` drain removes the node"
+        );
+        assert!(
+            h.state
+                .node("n2")
+                .unwrap()
+                .drain
+                .as_ref()
+                .unwrap()
+                .completed_at_unix_ms
+                > 0
+        );
+    }
+
+    #[test]
+    fn a_forced_drain_moves_at_once_and_a_stuck_one_times_out() {
+        let mut h = cluster(&["n1", "n2"], &[]);
+        let pinned = pb::ServiceSpec {
+            placement: PlacementMode::Hosts.into(),
+            hosts: vec!["n2".into()],
+            ..service("db", "db:1")
+        };
+        deploy(&mut h, vec![web(2, "web:1"), pinned]);
+        commit(&mut h);
+        run_all(&mut h);
+
+        drain(&mut h, "n2", false, false);
+        commit(&mut h);
+        h.now += 300_000;
+        let plan = commit(&mut h);
+        let status = &plan.batch.node_statuses[0];
+        assert_eq!(status.status(), pb::NodeStatus::DrainTimeout);
+        assert_eq!(
+            status.status_details["replica"], "shop-db-1",
+            "pinned: cannot move"
+        );
+
+        drain(&mut h, "n2", true, false);
+        assert_eq!(h.state.node("n2").unwrap().status(), pb::NodeStatus::Ready);
+        commit(&mut h);
+        assert!(
+            placement(&h).values().all(|n| n == "n1"),
+            "forced: everything left n2 at once: {:?}",
+            placement(&h)
+        );
+        let d = h.state.deployment("shop").unwrap();
+        assert_eq!(d.status_details["reason"], "cannot_satisfy_host_placement");
+    }
+
+    #[test]
+    fn reservations_fit_the_declared_capacity_or_leave_the_deployment_pending() {
+        let mut h = cluster(&["n1", "n2"], &[]);
+        for name in ["n1", "n2"] {
+            let node = h.state.node(name).unwrap().clone();
+            h.ok(Kind::UpdateNodeInfo(pb::UpdateNodeInfo {
+                node: node.name,
+                api_address: node.api_address,
+                raft_address: node.raft_address,
+                capacity: Some(pb::NodeResources {
+                    cpu_millis: 1_000,
+                    memory_bytes: 1 << 30,
+                }),
+                ..Default::default()
+            }));
+        }
+        let big = pb::ServiceSpec {
+            reservations: Some(pb::NodeResources {
+                cpu_millis: 600,
+                memory_bytes: 0,
+            }),
+            placement: PlacementMode::Pack.into(),
+            ..web(3, "web:1")
+        };
+        deploy(&mut h, vec![big]);
+        commit(&mut h);
+        let nodes: Vec<String> = placement(&h).into_values().collect();
+        assert_eq!(
+            nodes,
+            ["n1", "n2"],
+            "pack, but only one 600m replica fits per node"
+        );
+        let d = h.state.deployment("shop").unwrap();
+        assert_eq!(d.status(), pb::DeploymentStatus::Pending);
+        assert_eq!(d.status_details["reason"], "insufficient_capacity");
+        assert_eq!(d.status_details["cpu_millis"], "600");
+    }
+
+    #[test]
+    fn replicas_of_a_removed_node_are_placed_again() {
+        let mut h = cluster(&["n1", "n2"], &[]);
+        deploy(&mut h, vec![web(2, "web:1")]);
+        commit(&mut h);
+        h.ok(Kind::RemoveNode(pb::RemoveNode {
+            node: "n2".into(),
+            force: true,
+        }));
+        commit(&mut h);
+        assert_eq!(
+            placement(&h),
+            BTreeMap::from([
+                ("shop-web-1".to_owned(), "n1".to_owned()),
+                ("shop-web-3".to_owned(), "n1".to_owned())
+            ])
+        );
     }
 }

@@ -95,6 +95,20 @@ pub struct Step {
     pub rollout: Option<Progress>,
     /// When a monitor period or step timeout runs out (Unix ms).
     pub wake_at: Option<i64>,
+    /// Set when the invariant kept healthy old replicas running that the rollout wants gone.
+    pub hold: Option<Hold>,
+}
+
+/// The invariant blocking a step: `held_back` healthy old replicas stay because only
+/// `healthy` replicas serve and at least `min_healthy` must.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// Healthy old replicas kept.
+    pub held_back: usize,
+    /// Healthy replicas serving (old, and new ones past their monitor period).
+    pub healthy: usize,
+    /// The least the invariant allows.
+    pub min_healthy: usize,
 }
 
 /// A rollout's progress as decided by one step.
@@ -220,6 +234,7 @@ pub fn step(input: &Input) -> Step {
     let mut old_sorted = old.clone();
     old_sorted.sort_by_key(|c| (c.healthy(), std::cmp::Reverse(c.index)));
     let mut old_kept = old.len();
+    let mut held_back = 0;
     for c in old_sorted {
         if !c.healthy() {
             decision.remove.push(c.id.clone());
@@ -228,7 +243,16 @@ pub fn step(input: &Input) -> Step {
             decision.remove.push(c.id.clone());
             healthy_total -= 1;
             old_kept -= 1;
+        } else {
+            held_back += 1;
         }
+    }
+    if held_back > 0 && tracks_steps {
+        decision.hold = Some(Hold {
+            held_back,
+            healthy: healthy_total,
+            min_healthy,
+        });
     }
     // Scaling down: the surplus at the target spec, those not running and the newest first.
     let mut current_sorted = current.clone();
@@ -510,6 +534,43 @@ mod tests {
         assert!(
             replicas.iter().all(|c| c.current) && replicas.len() == want,
             "{replicas:?}"
+        );
+    }
+
+    #[test]
+    fn a_healthy_old_replica_kept_for_the_invariant_is_reported_as_a_hold() {
+        let p = policy(pb::UpdateOrder::StartFirst, pb::FailureAction::Rollback);
+        let starting = replica(3, true, ReplicaState::Running, Some(10_000));
+        let s = run(
+            2,
+            &p,
+            &[healthy_old(1), healthy_old(2), starting.clone()],
+            12_000,
+        );
+        assert!(s.remove.is_empty());
+        assert_eq!(
+            s.hold,
+            Some(Hold {
+                held_back: 2,
+                healthy: 2,
+                min_healthy: 2
+            })
+        );
+        let unrelated = run(2, &p, &[healthy_old(1), healthy_old(2)], 12_000);
+        assert_eq!(unrelated.create, 1);
+        assert_eq!(
+            unrelated.hold.map(|h| h.held_back),
+            Some(2),
+            "nothing replaced yet: both stay"
+        );
+        let current = [
+            replica(3, true, ReplicaState::Running, Some(0)),
+            replica(4, true, ReplicaState::Running, Some(0)),
+        ];
+        assert_eq!(
+            run(2, &p, &current, 12_000).hold,
+            None,
+            "nothing old: no hold"
         );
     }
 }

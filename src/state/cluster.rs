@@ -279,7 +279,10 @@ impl State {
 
     /// Applies a checked drain change (unset drain = cancel); request time and identity default
     /// to the command's.
+    /// A new request or a cancel also ends a `drain_timeout`: the node is `ready` again (and,
+    /// with a new request, the scheduler resumes moving its replicas).
     pub(super) fn do_node_drain(&mut self, tx: &mut Tx, c: &SetNodeDrain) {
+        let operator = c.drain.as_ref().is_none_or(|d| d.requested_at_unix_ms == 0);
         let mut drain = c.drain.clone();
         if let Some(drain) = &mut drain {
             if drain.requested_at_unix_ms == 0 {
@@ -290,7 +293,11 @@ impl State {
             }
         }
         modify(&mut self.nodes, c.node.as_str(), tx, |node| {
-            node.drain = drain.clone()
+            node.drain = drain.clone();
+            if operator && node.status() == NodeStatus::DrainTimeout {
+                node.status = NodeStatus::Ready.into();
+                node.status_details.clear();
+            }
         });
     }
 
@@ -686,11 +693,22 @@ mod tests {
             .expect("drain");
         assert_eq!(stored.requested_at_unix_ms, h.now);
         assert_eq!(stored.requested_by, "local");
+        h.ok(Kind::SetNodeStatus(SetNodeStatus {
+            node: "n1".into(),
+            status: NodeStatus::DrainTimeout.into(),
+            ..Default::default()
+        }));
         h.ok(Kind::SetNodeDrain(SetNodeDrain {
             node: "n1".into(),
             drain: None,
         }));
-        assert!(h.state.node("n1").and_then(|n| n.drain.clone()).is_none());
+        let node = h.state.node("n1").unwrap();
+        assert!(node.drain.is_none());
+        assert_eq!(
+            node.status(),
+            NodeStatus::Ready,
+            "a cancel ends drain_timeout"
+        );
         h.rejected(
             Kind::SetNodeDrain(SetNodeDrain {
                 node: "zz".into(),

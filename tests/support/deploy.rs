@@ -128,6 +128,10 @@ impl Deployer {
 
 impl Drop for Deployer {
     fn drop(&mut self) {
+        // The daemons go first: a live agent would recreate what is removed below.
+        for index in 0..self.daemons.nodes.len() {
+            self.daemons.kill(index);
+        }
         let label = format!("label=jaco.cluster_id={}", self.cluster_id);
         let containers = docker_lines(&["ps", "-aq", "--filter", &label]);
         if !containers.is_empty() {
@@ -153,6 +157,8 @@ pub struct Replica {
     pub id: String,
     /// Service.
     pub service: String,
+    /// Node it is placed on.
+    pub node: String,
     /// Observed state (pending before the first report).
     pub state: pb::ReplicaState,
     /// Observed code.
@@ -177,6 +183,7 @@ pub fn replicas_of(status: &pb::DeployStatusResponse, deployment: &str) -> Vec<R
                 Replica {
                     id: desired.id.clone(),
                     service: desired.service.clone(),
+                    node: desired.node.clone(),
                     state: if r.observed.is_some() {
                         observed.state()
                     } else {

@@ -1,0 +1,107 @@
+//! What a node tells the cluster about itself once it is a member: its schedulable capacity
+//! (declared in daemon.yaml `capacity:`, else every CPU and all memory of the machine), the
+//! jaco version and the CPU architecture (`UpdateNodeInfo`, SPEC §5.2).
+//!
+//! [`capacity`] is a pure function of the settings and the machine's figures; [`report`]
+//! submits once (retrying until it is committed or the daemon stops). This module must not
+//! change a node's addresses, keys or labels: it copies them from the stored record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::config::CapacitySettings;
+use super::member::Member;
+use crate::api::auth::Identity;
+use crate::proto::v1 as pb;
+
+/// Wait between failed attempts.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// The capacity this node offers: the declared values, else `cpus` × 1000 millicores and the
+/// `MemTotal` of `meminfo` (the text of `/proc/meminfo`).
+pub fn capacity(settings: &CapacitySettings, cpus: usize, meminfo: &str) -> pb::NodeResources {
+    let detected_memory = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib.saturating_mul(1024));
+    pb::NodeResources {
+        cpu_millis: settings
+            .cpu_millis
+            .unwrap_or_else(|| u64::try_from(cpus).unwrap_or(0).saturating_mul(1000)),
+        memory_bytes: settings.memory_bytes.unwrap_or(detected_memory),
+    }
+}
+
+/// Submits this node's capacity, version and architecture, keeping the rest of its record.
+pub async fn report(
+    member: Arc<Member>,
+    settings: CapacitySettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let capacity = capacity(&settings, cpus, &meminfo);
+    loop {
+        let Some(node) = member.read(|s| s.node(&member.name).cloned()) else {
+            return; // removed from the cluster
+        };
+        let info = pb::UpdateNodeInfo {
+            node: node.name,
+            api_address: node.api_address,
+            raft_address: node.raft_address,
+            wireguard_public_key: node.wireguard_public_key,
+            wireguard_endpoint: node.wireguard_endpoint,
+            capacity: Some(capacity),
+            labels: node.labels,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            os_version: node.os_version,
+            boot_slot: node.boot_slot,
+            arch: std::env::consts::ARCH.to_owned(),
+        };
+        let kind = pb::command::Kind::UpdateNodeInfo(info);
+        match member
+            .submit(&Identity::Node(member.name.clone()), kind)
+            .await
+        {
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!(error = %error.render(true), "cannot record this node's capacity; retrying")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETRY_AFTER) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MEMINFO: &str = "MemTotal:       24528740 kB\nMemFree:         1000 kB\n";
+
+    #[test]
+    fn the_machine_is_offered_unless_declared() {
+        let detected = capacity(&CapacitySettings::default(), 2, MEMINFO);
+        assert_eq!(detected.cpu_millis, 2_000);
+        assert_eq!(detected.memory_bytes, 24_528_740 * 1024);
+        let declared = CapacitySettings {
+            cpu_millis: Some(500),
+            memory_bytes: None,
+        };
+        let mixed = capacity(&declared, 2, MEMINFO);
+        assert_eq!(
+            (mixed.cpu_millis, mixed.memory_bytes),
+            (500, 24_528_740 * 1024)
+        );
+        assert_eq!(
+            capacity(&CapacitySettings::default(), 1, "junk").memory_bytes,
+            0
+        );
+    }
+}
