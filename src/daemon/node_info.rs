@@ -1,10 +1,13 @@
 //! What a node tells the cluster about itself once it is a member: its schedulable capacity
 //! (declared in daemon.yaml `capacity:`, else every CPU and all memory of the machine), the
-//! jaco version and the CPU architecture (`UpdateNodeInfo`, SPEC §5.2).
+//! jaco version and the CPU architecture (`UpdateNodeInfo`, SPEC §5.2), and every
+//! [`SAMPLE_EVERY`] its CPU and memory usage for the rebalancer (SPEC §5.5), as a heartbeat
+//! that carries only the sample.
 //!
-//! [`capacity`] is a pure function of the settings and the machine's figures; [`report`]
-//! submits once (retrying until it is committed or the daemon stops). This module must not
-//! change a node's addresses, keys or labels: it copies them from the stored record.
+//! [`capacity`], [`cpu_times`] and [`memory_used`] are pure functions of the machine's files;
+//! [`report`] submits the info once (retrying until it is committed or the daemon stops) and
+//! then the samples. This module must not change a node's addresses, keys or labels (it copies
+//! them from the stored record), nor its `last_heartbeat`, which only the leader's probes set.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +21,37 @@ use crate::proto::v1 as pb;
 
 /// Wait between failed attempts.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// How often the node samples and reports its usage.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(30);
+
+/// (busy, total) jiffies of all CPUs from the text of `/proc/stat`.
+pub fn cpu_times(stat: &str) -> Option<(u64, u64)> {
+    let fields: Vec<u64> = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("cpu "))?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let total: u64 = fields.iter().take(8).sum();
+    // idle and iowait are the 4th and 5th fields.
+    let idle = fields.get(3).copied()? + fields.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
+}
+
+/// The share of memory in use (1 − MemAvailable / MemTotal) from the text of `/proc/meminfo`.
+pub fn memory_used(meminfo: &str) -> Option<f64> {
+    let kib = |key: &str| {
+        meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix(key))
+            .and_then(|rest| rest.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let (total, available) = (kib("MemTotal:")?, kib("MemAvailable:")?);
+    (total > 0.0).then(|| (1.0 - available / total).clamp(0.0, 1.0))
+}
 
 /// The capacity this node offers: the declared values, else `cpus` × 1000 millicores and the
 /// `MemTotal` of `meminfo` (the text of `/proc/meminfo`).
@@ -67,7 +101,7 @@ pub async fn report(
             .submit(&Identity::Node(member.name.clone()), kind)
             .await
         {
-            Ok(_) => return,
+            Ok(_) => break,
             Err(error) => {
                 tracing::warn!(error = %error.render(true), "cannot record this node's capacity; retrying")
             }
@@ -75,6 +109,52 @@ pub async fn report(
         tokio::select! {
             () = tokio::time::sleep(RETRY_AFTER) => {}
             _ = stop.changed() => return,
+        }
+    }
+    report_pressure(member, stop).await;
+}
+
+/// Samples CPU (over the last interval) and memory usage every [`SAMPLE_EVERY`] and records
+/// them; a failed write is simply replaced by the next sample.
+async fn report_pressure(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let mut last = cpu_times(&read("/proc/stat"));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(SAMPLE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        let now = cpu_times(&read("/proc/stat"));
+        let cpu = match (last, now) {
+            (Some((busy0, total0)), Some((busy1, total1))) if total1 > total0 => {
+                busy1.saturating_sub(busy0) as f64 / (total1 - total0) as f64
+            }
+            _ => 0.0,
+        };
+        last = now;
+        let Some(memory) = memory_used(&read("/proc/meminfo")) else {
+            continue;
+        };
+        let at = crate::pki::now_unix_ms();
+        let heartbeat = pb::NodeHeartbeat {
+            node: member.name.clone(),
+            sent_at_unix_ms: at,
+            // 0 leaves last_heartbeat alone: only the leader's clock sets it.
+            received_at_unix_ms: 0,
+            pressure: Some(pb::NodePressure {
+                cpu: cpu.clamp(0.0, 1.0),
+                memory,
+                sampled_at_unix_ms: at,
+            }),
+        };
+        let kind = pb::command::Kind::RecordHeartbeats(pb::RecordHeartbeats {
+            heartbeats: vec![heartbeat],
+        });
+        if let Err(error) = member
+            .submit(&Identity::Node(member.name.clone()), kind)
+            .await
+        {
+            tracing::debug!(error = %error.render(true), "cannot record this node's usage");
         }
     }
 }

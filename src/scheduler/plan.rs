@@ -103,6 +103,11 @@ pub fn reconcile(state: &State, now: i64, settings: &Settings) -> Plan {
     plan
 }
 
+/// The nodes that may receive new replicas at `now` (ready, reachable, docker up, not draining).
+pub fn eligible_nodes(state: &State, now: i64, settings: &Settings) -> Vec<String> {
+    Nodes::of(state, now, settings).eligible
+}
+
 /// Why a service's replicas cannot all be placed.
 #[derive(Debug, Clone, PartialEq)]
 struct Unplaceable {
@@ -289,6 +294,18 @@ fn plan_service(
             .remove_replicas
             .extend(relocation.after_replacement.iter().map(|r| r.id.clone()));
     }
+    // A replica moved by the rebalancer goes once its own replacement runs; a replacement
+    // that failed is dropped instead and the original stays.
+    for (original, replacement) in &relocation.replaced {
+        match state
+            .replica_observed(&replacement.id)
+            .map(pb::ReplicaObserved::state)
+        {
+            Some(ReplicaState::Running) => plan.batch.remove_replicas.push(original.id.clone()),
+            Some(ReplicaState::Failed) => plan.batch.remove_replicas.push(replacement.id.clone()),
+            _ => {}
+        }
+    }
     let mut placement = Ok(());
     if step.create > 0 {
         placement = create_replicas(
@@ -322,6 +339,8 @@ struct Relocation<'a> {
     now: Vec<&'a pb::ReplicaDesired>,
     /// On a draining node: removed once their replacements serve.
     after_replacement: Vec<&'a pb::ReplicaDesired>,
+    /// Moved by the rebalancer: (original, the replacement that names it in `replaces`).
+    replaced: Vec<(&'a pb::ReplicaDesired, &'a pb::ReplicaDesired)>,
 }
 
 impl<'a> Relocation<'a> {
@@ -335,10 +354,20 @@ impl<'a> Relocation<'a> {
             staying: Vec::new(),
             now: Vec::new(),
             after_replacement: Vec::new(),
+            replaced: Vec::new(),
         };
+        let replacements: BTreeMap<&str, &'a pb::ReplicaDesired> = (replicas.iter())
+            .filter(|r| !r.replaces.is_empty())
+            .map(|r| (r.replaces.as_str(), *r))
+            .collect();
         for &replica in replicas {
             let list = match nodes.draining.get(&replica.node) {
                 _ if nodes.must_move(&replica.node, pinned) => &mut relocation.now,
+                _ if replacements.contains_key(replica.id.as_str()) => {
+                    let replacement = replacements[replica.id.as_str()];
+                    relocation.replaced.push((replica, replacement));
+                    continue;
+                }
                 Some(true) => &mut relocation.now,
                 // A pinned replica has nowhere else to go: the drain waits (and times out).
                 Some(false) if !pinned => &mut relocation.after_replacement,
@@ -350,7 +379,7 @@ impl<'a> Relocation<'a> {
     }
 
     fn moving(&self) -> usize {
-        self.now.len() + self.after_replacement.len()
+        self.now.len() + self.after_replacement.len() + self.replaced.len()
     }
 }
 
@@ -1230,6 +1259,60 @@ mod tests {
                 ("shop-web-1".to_owned(), "n1".to_owned()),
                 ("shop-web-3".to_owned(), "n1".to_owned())
             ])
+        );
+    }
+
+    #[test]
+    fn a_rebalanced_replica_goes_once_its_replacement_runs_and_stays_if_it_fails() {
+        let mut h = cluster(&["n1", "n2"], &[]);
+        deploy(&mut h, vec![web(1, "web:1")]);
+        commit(&mut h);
+        run_all(&mut h);
+        let original = h.state.replica_desired("shop-web-1").unwrap().clone();
+        let moved = |index: u64| pb::ReplicaDesired {
+            id: format!("shop-web-{index}"),
+            index,
+            node: "n2".into(),
+            replaces: "shop-web-1".into(),
+            ..original.clone()
+        };
+        h.ok_as(
+            "n1",
+            Kind::SchedulerBatch(pb::SchedulerBatch {
+                upsert_replicas: vec![moved(2)],
+                ..Default::default()
+            }),
+        );
+        assert!(
+            commit(&mut h).is_empty(),
+            "both stay while the replacement starts"
+        );
+        observe(&mut h, "shop-web-2", pb::ReplicaState::Failed);
+        let plan = commit(&mut h);
+        assert_eq!(
+            plan.batch.remove_replicas,
+            ["shop-web-2"],
+            "a failed move is dropped"
+        );
+        assert!(commit(&mut h).is_empty(), "the original serves on");
+
+        h.ok_as(
+            "n1",
+            Kind::SchedulerBatch(pb::SchedulerBatch {
+                upsert_replicas: vec![moved(3)],
+                ..Default::default()
+            }),
+        );
+        observe(&mut h, "shop-web-3", pb::ReplicaState::Running);
+        let plan = commit(&mut h);
+        assert_eq!(plan.batch.remove_replicas, ["shop-web-1"]);
+        assert_eq!(
+            placement(&h),
+            BTreeMap::from([("shop-web-3".to_owned(), "n2".to_owned())])
+        );
+        assert!(
+            h.state.rollout("shop", "web").is_none(),
+            "a move is not a rollout"
         );
     }
 }
