@@ -374,7 +374,12 @@ fn rollout_table(rollouts: &[&RolloutView]) -> String {
                 state,
                 format!("{} → {}", r.from_revision, r.to_revision),
                 format!("{}/{}", r.steps_done, r.steps_total),
-                cell(r.reason.as_deref()),
+                match (r.reason.as_deref(), r.details.get("invariant_hold")) {
+                    (None, Some(kept)) => {
+                        format!("{kept} healthy old replica(s) serve until replacements are ready")
+                    }
+                    (reason, _) => cell(reason),
+                },
             ]
         })
         .collect();
@@ -1323,6 +1328,29 @@ mod tests {
         );
         let empty = StatusView::from(&pb::DeployStatusResponse::default()).text();
         assert_eq!(empty, "no deployments\n");
+    }
+
+    #[test]
+    fn a_rollout_shows_its_steps_and_an_invariant_hold() {
+        let mut s = status();
+        s.deployments[0].services[0].rollout = Some(pb::Rollout {
+            deployment: "shop".into(),
+            service: "web".into(),
+            state: pb::RolloutState::InProgress.into(),
+            from_revision: 1,
+            to_revision: 2,
+            steps_done: 1,
+            steps_total: 2,
+            details: [("invariant_hold".to_owned(), "1".to_owned())].into(),
+            ..Default::default()
+        });
+        let text = StatusView::from(&s).text();
+        assert!(
+            text.contains(
+                "shop/web  in_progress  1 → 2      1/2    1 healthy old replica(s) serve until replacements are ready\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
