@@ -11,6 +11,8 @@
 //! rolled back (the caller then converges to the previous spec), `pause` holds it. Scaling
 //! without a spec change creates or removes replicas at once.
 //!
+//! With `delay`, a replacement is started only that long after the previous one became ready.
+//!
 //! Placement is not decided here (the caller picks nodes), and nothing here reads a clock.
 
 use std::collections::BTreeMap;
@@ -266,7 +268,18 @@ pub fn step(input: &Input) -> Step {
     // Creation: everything missing at once when nothing is replaced; otherwise at most
     // `parallelism` replacements in flight, within the surge the order allows.
     let missing = input.want.saturating_sub(current_kept);
-    decision.create = if replacing {
+    // `delay` separates steps: the next replacement waits that long after the latest one
+    // became ready.
+    let delay = i64::try_from(policy.delay_ms).unwrap_or(i64::MAX);
+    let next_step_at = (current.iter())
+        .filter_map(|c| c.running_since.filter(|_| ready(c)))
+        .map(|since| since.saturating_add(monitor).saturating_add(delay))
+        .max()
+        .filter(|_| delay > 0);
+    decision.create = if replacing && next_step_at.is_some_and(|at| now < at) {
+        wake(next_step_at.unwrap_or(now));
+        0
+    } else if replacing {
         let in_flight = current
             .iter()
             .filter(|c| !ready(c) && c.state != ReplicaState::Failed)
@@ -572,5 +585,22 @@ mod tests {
             None,
             "nothing old: no hold"
         );
+    }
+
+    #[test]
+    fn delay_spaces_the_steps() {
+        let p = pb::UpdatePolicy {
+            delay_ms: 10_000,
+            ..policy(pb::UpdateOrder::StartFirst, pb::FailureAction::Rollback)
+        };
+        // Replica 3 replaced replica 1 and became ready at 5_000 (+ monitor 5_000).
+        let replicas = [
+            healthy_old(2),
+            replica(3, true, ReplicaState::Running, Some(0)),
+        ];
+        let waiting = run(2, &p, &replicas, 12_000);
+        assert_eq!(waiting.create, 0, "within the delay");
+        assert_eq!(waiting.wake_at, Some(15_000));
+        assert_eq!(run(2, &p, &replicas, 15_000).create, 1, "delay over");
     }
 }
