@@ -84,6 +84,7 @@ pub fn reconcile(state: &State, now: i64, settings: &Settings) -> Plan {
     let mut plan = Plan::default();
     let mut nodes = Nodes::of(state, now, settings);
     plan.wake(nodes.lost_at);
+    let by_service = ReplicasByService::of(state);
     for deployment in state.deployments() {
         let mut unplaceable = BTreeMap::new();
         let services = deployment
@@ -91,12 +92,15 @@ pub fn reconcile(state: &State, now: i64, settings: &Settings) -> Plan {
             .as_ref()
             .map_or(&[][..], |s| s.services.as_slice());
         for service in services {
-            let outcome = plan_service(state, &mut nodes, deployment, service, now, &mut plan);
+            let replicas = by_service.of_service(&deployment.name, &service.name);
+            let outcome = plan_service(
+                state, &mut nodes, deployment, service, replicas, now, &mut plan,
+            );
             if let Err(reason) = outcome {
                 unplaceable.insert(service.name.clone(), reason);
             }
         }
-        remove_dropped_services(state, deployment, services, &mut plan);
+        remove_dropped_services(state, &by_service, deployment, services, &mut plan);
         set_status(deployment, &unplaceable, &mut plan);
     }
     finish_drains(state, &nodes, now, settings, &mut plan);
@@ -106,6 +110,45 @@ pub fn reconcile(state: &State, now: i64, settings: &Settings) -> Plan {
 /// The nodes that may receive new replicas at `now` (ready, reachable, docker up, not draining).
 pub fn eligible_nodes(state: &State, now: i64, settings: &Settings) -> Vec<String> {
     Nodes::of(state, now, settings).eligible
+}
+
+/// The desired replicas grouped by (deployment, service), built once per reconcile so that
+/// each service reads its own replicas instead of scanning all of them (which made a
+/// reconcile quadratic in the number of replicas).
+struct ReplicasByService<'a> {
+    groups: BTreeMap<(&'a str, &'a str), Vec<&'a pb::ReplicaDesired>>,
+}
+
+impl<'a> ReplicasByService<'a> {
+    fn of(state: &'a State) -> ReplicasByService<'a> {
+        let mut groups: BTreeMap<(&str, &str), Vec<&pb::ReplicaDesired>> = BTreeMap::new();
+        for replica in state.replicas_desired() {
+            groups
+                .entry((replica.deployment.as_str(), replica.service.as_str()))
+                .or_default()
+                .push(replica);
+        }
+        ReplicasByService { groups }
+    }
+
+    /// The service's replicas, in id order (as `State::replicas_desired` yields them).
+    fn of_service(&self, deployment: &str, service: &str) -> Vec<&'a pb::ReplicaDesired> {
+        self.groups
+            .get(&(deployment, service))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The deployment's replicas of every service, service by service.
+    fn of_deployment<'s>(
+        &'s self,
+        deployment: &'s str,
+    ) -> impl Iterator<Item = &'a pb::ReplicaDesired> + 's {
+        self.groups
+            .range((deployment, "")..)
+            .take_while(move |((d, _), _)| *d == deployment)
+            .flat_map(|(_, replicas)| replicas.iter().copied())
+    }
 }
 
 /// Why a service's replicas cannot all be placed.
@@ -122,6 +165,10 @@ struct Nodes {
     eligible: Vec<String>,
     /// Replicas per node, counting those placed earlier in this reconcile.
     load: BTreeMap<String, usize>,
+    /// The eligible nodes ordered by (load, name), kept in step with `load`: spread takes the
+    /// first one that fits and holds none of the service's replicas instead of scanning every
+    /// node for every new replica.
+    by_load: BTreeSet<(usize, String)>,
     /// Declared capacity and what replicas reserve of it, for nodes that declare one.
     capacity: BTreeMap<String, (pb::NodeResources, pb::NodeResources)>,
     /// Members of the node table.
@@ -139,6 +186,7 @@ impl Nodes {
         let mut nodes = Nodes {
             eligible: Vec::new(),
             load: BTreeMap::new(),
+            by_load: BTreeSet::new(),
             capacity: BTreeMap::new(),
             members: BTreeSet::new(),
             lost: BTreeSet::new(),
@@ -198,6 +246,9 @@ impl Nodes {
                 .unwrap_or_default();
             nodes.reserve(&replica.node, &need);
         }
+        nodes.by_load = (nodes.eligible.iter())
+            .map(|n| (nodes.load.get(n).copied().unwrap_or(0), n.clone()))
+            .collect();
         nodes
     }
 
@@ -221,7 +272,12 @@ impl Nodes {
 
     /// Counts one more replica reserving `need` on `node`.
     fn reserve(&mut self, node: &str, need: &pb::NodeResources) {
-        *self.load.entry(node.to_owned()).or_default() += 1;
+        let load = self.load.entry(node.to_owned()).or_default();
+        *load += 1;
+        let load = *load;
+        if self.by_load.remove(&(load - 1, node.to_owned())) {
+            self.by_load.insert((load, node.to_owned()));
+        }
         if let Some((_, used)) = self.capacity.get_mut(node) {
             used.cpu_millis = used.cpu_millis.saturating_add(need.cpu_millis);
             used.memory_bytes = used.memory_bytes.saturating_add(need.memory_bytes);
@@ -229,18 +285,16 @@ impl Nodes {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn plan_service(
     state: &State,
     nodes: &mut Nodes,
     deployment: &pb::Deployment,
     service: &pb::ServiceSpec,
+    all: Vec<&pb::ReplicaDesired>,
     now: i64,
     plan: &mut Plan,
 ) -> Result<(), Unplaceable> {
-    let all: Vec<&pb::ReplicaDesired> = state
-        .replicas_desired()
-        .filter(|r| r.deployment == deployment.name && r.service == service.name)
-        .collect();
     // Only a rollout of the current revision steers; older records are history.
     let record = state
         .rollout(&deployment.name, &service.name)
@@ -554,6 +608,20 @@ fn choose_node(
 ) -> Result<String, Unplaceable> {
     let count = |map: &BTreeMap<String, usize>, node: &str| map.get(node).copied().unwrap_or(0);
     let load = &nodes.load;
+    if !matches!(
+        service.placement(),
+        PlacementMode::Hosts | PlacementMode::Pack
+    ) {
+        // Spread's choice below is the least (replicas of the service, load, name) among the
+        // eligible nodes that fit; when some such node holds none of the service's replicas,
+        // it is the first of them in (load, name) order.
+        let free = (nodes.by_load.iter())
+            .map(|(_, node)| node)
+            .find(|node| count(on_node, node) == 0 && nodes.fits(node, need));
+        if let Some(node) = free {
+            return Ok(node.clone());
+        }
+    }
     let candidates: Vec<&String> = match service.placement() {
         PlacementMode::Hosts => {
             let missing: Vec<String> = service
@@ -750,13 +818,14 @@ fn finish_drains(state: &State, nodes: &Nodes, now: i64, settings: &Settings, pl
 
 fn remove_dropped_services(
     state: &State,
+    by_service: &ReplicasByService,
     deployment: &pb::Deployment,
     services: &[pb::ServiceSpec],
     plan: &mut Plan,
 ) {
     let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
-    for replica in state.replicas_desired() {
-        if replica.deployment == deployment.name && !names.contains(replica.service.as_str()) {
+    for replica in by_service.of_deployment(&deployment.name) {
+        if !names.contains(replica.service.as_str()) {
             plan.batch.remove_replicas.push(replica.id.clone());
         }
     }
@@ -891,6 +960,48 @@ mod tests {
             again.is_empty(),
             "a converged cluster needs nothing: {again:?}"
         );
+    }
+
+    #[test]
+    fn spread_takes_the_least_loaded_node_without_the_service_then_by_name() {
+        let mut h = cluster(&["n1", "n2", "n3"], &[]);
+        deploy(&mut h, vec![web(2, "web:1")]);
+        commit(&mut h);
+        assert_eq!(
+            placement(&h),
+            BTreeMap::from([
+                ("shop-web-1".to_owned(), "n1".to_owned()),
+                ("shop-web-2".to_owned(), "n2".to_owned()),
+            ])
+        );
+        let spec = pb::DeploymentSpec {
+            services: vec![web(4, "api:1")],
+            ..Default::default()
+        };
+        h.ok(apply_deployment("blog", spec));
+        commit(&mut h);
+        let blog: Vec<String> = (1..=4)
+            .map(|i| placement(&h)[&format!("blog-web-{i}")].clone())
+            .collect();
+        // n3 is empty; then n1 and n2 (load 1, by name); then every node holds one of the
+        // service's replicas, and the least loaded is n3 again.
+        assert_eq!(blog, ["n3", "n1", "n2", "n3"]);
+    }
+
+    #[test]
+    fn a_dropped_service_removes_only_its_own_deployments_replicas() {
+        let mut h = cluster(&["n1"], &[]);
+        deploy(&mut h, vec![web(1, "web:1"), service("db", "db:1")]);
+        let spec = pb::DeploymentSpec {
+            services: vec![service("db", "db:1")],
+            ..Default::default()
+        };
+        h.ok(apply_deployment("blog", spec));
+        commit(&mut h);
+        deploy(&mut h, vec![web(1, "web:1")]);
+        let plan = commit(&mut h);
+        assert_eq!(plan.batch.remove_replicas, ["shop-db-1"]);
+        assert_eq!(ids(&h), ["blog-db-1", "shop-web-1"]);
     }
 
     #[test]
