@@ -61,6 +61,11 @@ impl Plan {
     }
 }
 
+/// At most this many replicas are created per reconcile, so that one `SchedulerBatch` stays a
+/// raft entry of a few megabytes (about 150 bytes per replica) that followers can receive; the
+/// next reconcile, at once, creates the rest.
+pub const MAX_NEW_REPLICAS_PER_BATCH: usize = 10_000;
+
 /// The scheduler's tunables (daemon.yaml `scheduler:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
@@ -578,7 +583,11 @@ fn create_replicas(
     }
     let need = service.reservations.unwrap_or_default();
     let first = state.next_replica_index(&deployment.name, &service.name);
-    for index in (first..).take(step.create) {
+    let room = MAX_NEW_REPLICAS_PER_BATCH.saturating_sub(plan.batch.upsert_replicas.len());
+    if step.create > room {
+        plan.wake(Some(0)); // the rest in the next reconcile, at once
+    }
+    for index in (first..).take(step.create.min(room)) {
         let node = choose_node(service, nodes, &on_node, &need)?;
         *on_node.entry(node.clone()).or_default() += 1;
         nodes.reserve(&node, &need);
@@ -1425,5 +1434,22 @@ mod tests {
             h.state.rollout("shop", "web").is_none(),
             "a move is not a rollout"
         );
+    }
+
+    #[test]
+    fn a_huge_placement_is_split_into_batches_raft_can_carry() {
+        let mut h = cluster(&["n1", "n2"], &[]);
+        let want = MAX_NEW_REPLICAS_PER_BATCH as u32 + 50;
+        deploy(&mut h, vec![web(want, "web:1")]);
+        let first = commit(&mut h);
+        assert_eq!(
+            first.batch.upsert_replicas.len(),
+            MAX_NEW_REPLICAS_PER_BATCH
+        );
+        assert_eq!(first.wake_at, Some(0), "the rest follows at once");
+        let second = commit(&mut h);
+        assert_eq!(second.batch.upsert_replicas.len(), 50);
+        assert_eq!(h.state.replicas_desired().count(), want as usize);
+        assert!(commit(&mut h).is_empty());
     }
 }
