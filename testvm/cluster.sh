@@ -16,7 +16,8 @@ Usage: testvm/cluster.sh COMMAND [ARGS]
   image                      build the node image unless an identical one exists (cached by
                              a hash of the package list and the build recipe)
   up NAME N                  start cluster NAME with N nodes (n0…n{N-1}), form it and wait
-                             until every node is a ready member; idempotent
+                             until every node is a ready member; idempotent, and on a
+                             running cluster with fewer nodes it adds (joins) the missing ones
   down NAME                  remove everything of cluster NAME: nodes, their volumes, the
                              network, the registry and the state directory; idempotent
   kill NAME I                SIGKILL node I's container (its volumes survive)
@@ -37,6 +38,10 @@ Environment:
   JACO_HARNESS_STATE   state directory root (default ${TMPDIR:-/tmp}/jaco-harness)
   JACO_HARNESS_MIRROR  Debian mirror for the image (default http://deb.debian.org/debian)
   JACO_HARNESS_WAIT    seconds to wait for any condition (default 120)
+  JACO_HARNESS_DAEMON_YAML
+                       extra text appended to every new node's /etc/jaco/daemon.yaml (up),
+                       e.g. 'scheduler: {node_lost_after_ms: 4000}'; remembered in the state
+                       directory, so nodes added by a later `up` get it too
 EOF
 }
 
@@ -236,7 +241,7 @@ jaco_bin() {
 }
 
 create_node() {
-  local name=$1 index=$2 image=$3 network=$4 registry=$5 bin=$6
+  local name=$1 index=$2 image=$3 network=$4 registry=$5 bin=$6 daemon_extra=$7
   local container
   container=$(node_container "$name" "$index")
   if docker container inspect "$container" >/dev/null 2>&1; then
@@ -265,6 +270,7 @@ create_node() {
     --volume "$here/node-init.sh:/usr/local/sbin/jaco-node-init:ro" \
     --env "JACO_NODE_NAME=n$index" \
     --env "JACO_REGISTRY=$registry" \
+    --env "JACO_DAEMON_EXTRA=$daemon_extra" \
     "$image" >/dev/null
 }
 
@@ -310,10 +316,16 @@ cmd_up() {
   local registry
   registry="$gateway:$(cat "$dir/registry.port")"
   echo "$registry" >"$dir/registry"
+  # Extra daemon.yaml text: given now, or the one the cluster was first started with.
+  local daemon_extra
+  if [ -n "${JACO_HARNESS_DAEMON_YAML:-}" ]; then
+    printf '%s\n' "$JACO_HARNESS_DAEMON_YAML" >"$dir/daemon-extra.yaml"
+  fi
+  daemon_extra=$(cat "$dir/daemon-extra.yaml" 2>/dev/null || true)
 
   local i
   for ((i = 0; i < count; i++)); do
-    create_node "$name" "$i" "$image" "$network" "$registry" "$bin"
+    create_node "$name" "$i" "$image" "$network" "$registry" "$bin" "$daemon_extra"
     docker start "$(node_container "$name" "$i")" >/dev/null
   done
   for ((i = 0; i < count; i++)); do

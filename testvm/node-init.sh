@@ -8,7 +8,8 @@
 #
 # Environment (set by cluster.sh): JACO_NODE_NAME (n0, n1, …), JACO_REGISTRY (host:port of the
 # harness registry, trusted as an insecure registry; may be empty), JACO_STORAGE_DRIVER
-# (default overlay2; /var/lib/docker is a docker volume, not the container's overlay root).
+# (default overlay2; /var/lib/docker is a docker volume, not the container's overlay root),
+# JACO_DAEMON_EXTRA (text appended to daemon.yaml, e.g. `scheduler: {node_lost_after_ms: 4000}`).
 set -euo pipefail
 
 node=${JACO_NODE_NAME:?JACO_NODE_NAME is not set}
@@ -62,6 +63,9 @@ metrics_listen: 0.0.0.0:9100
 log: info,openraft=warn
 log_format: json
 EOF
+if [ -n "${JACO_DAEMON_EXTRA:-}" ]; then
+  printf '%s\n' "$JACO_DAEMON_EXTRA" >>/etc/jaco/daemon.yaml
+fi
 
 dockerd_pid=""
 jaco_pid=""

@@ -41,27 +41,49 @@ pub struct Cluster {
     pub name: String,
     /// Number of nodes.
     pub size: usize,
+    /// Extra text for every node's daemon.yaml (`JACO_HARNESS_DAEMON_YAML`).
+    pub daemon_yaml: String,
 }
 
 impl Cluster {
     /// Starts a cluster of `size` nodes and waits until every node is a ready member (the
     /// script builds the node image first if this recipe has none yet).
     pub fn up(size: usize) -> Cluster {
+        Cluster::up_with(size, "")
+    }
+
+    /// [`Cluster::up`] with `daemon_yaml` appended to every node's daemon.yaml (e.g.
+    /// `scheduler: {node_lost_after_ms: 4000}`), also for nodes added later by
+    /// [`Cluster::grow`].
+    pub fn up_with(size: usize, daemon_yaml: &str) -> Cluster {
         let name = format!(
             "jh{}x{:06x}",
             std::process::id(),
             rand::random::<u32>() & 0x00ff_ffff
         );
         // Created before `up` runs, so that a failing `up` is cleaned up by Drop too.
-        let cluster = Cluster { name, size };
+        let cluster = Cluster {
+            name,
+            size,
+            daemon_yaml: daemon_yaml.to_owned(),
+        };
         cluster.script(&["up", &cluster.name.clone(), &size.to_string()]);
         cluster
+    }
+
+    /// Adds nodes until there are `size` (`up` on the running cluster: the new nodes join
+    /// through n0) and waits until all are ready members.
+    pub fn grow(&mut self, size: usize) {
+        // Counted first, so that Drop prints the new nodes' logs when joining fails.
+        self.size = self.size.max(size);
+        self.script(&["up", &self.name.clone(), &size.to_string()]);
     }
 
     fn run(&self, args: &[&str], input: Option<&[u8]>) -> Output {
         let mut child = Command::new(SCRIPT)
             .args(args)
             .env("JACO_BIN", env!("CARGO_BIN_EXE_jaco"))
+            .env("JACO_HARNESS_DAEMON_YAML", &self.daemon_yaml)
             .stdin(if input.is_some() {
                 Stdio::piped()
             } else {
@@ -152,6 +174,13 @@ impl Cluster {
 
     /// Runs `docker ARGS` against node `node`'s own engine; panics on failure.
     pub fn docker(&self, node: usize, args: &[&str]) -> String {
+        self.try_docker(node, args)
+            .unwrap_or_else(|e| panic!("docker {} on n{node} failed: {e}", args.join(" ")))
+    }
+
+    /// Runs `docker ARGS` against node `node`'s own engine: stdout (trimmed) on success,
+    /// stderr on failure (a killed node's engine does not answer).
+    pub fn try_docker(&self, node: usize, args: &[&str]) -> Result<String, String> {
         let output = Command::new("docker")
             .arg("exec")
             .arg(self.container(node))
@@ -160,13 +189,11 @@ impl Cluster {
             .stdin(Stdio::null())
             .output()
             .expect("run docker exec");
-        assert!(
-            output.status.success(),
-            "docker {} on n{node} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+        }
     }
 
     /// Writes `contents` to `path` inside node `node` (creating its directory).
