@@ -165,9 +165,9 @@ impl Status {
             .collect()
     }
 
-    /// Replicas that serve: `running`, or `updating` (how status shows a running or degraded
-    /// replica that an in-progress rollout is replacing; `jaco status` derives it, the rollout
-    /// engine still counts such a replica by its observed state).
+    /// Replicas that serve: `running`, or `updating` (how status shows a running replica that
+    /// an in-progress rollout is replacing; `jaco status` derives it, the rollout engine still
+    /// counts such a replica by its observed state).
     fn serving(&self) -> Vec<&Replica> {
         self.replicas
             .iter()

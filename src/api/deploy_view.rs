@@ -202,8 +202,8 @@ fn replicas(
         .collect()
 }
 
-/// A replica's observation as shown: one that serves while an in-progress rollout replaces it
-/// is `updating` (the seed's state "set by the scheduler during a rolling update"). Derived
+/// A replica's observation as shown: a running one that an in-progress rollout replaces is
+/// `updating` (the seed's state "set by the scheduler during a rolling update"). Derived
 /// here rather than stored, so that the rollout engine keeps counting it as healthy.
 fn presented(state: &State, desired: &pb::ReplicaDesired) -> Option<pb::ReplicaObserved> {
     let mut observed = state.replica_observed(&desired.id).cloned()?;
@@ -211,10 +211,8 @@ fn presented(state: &State, desired: &pb::ReplicaDesired) -> Option<pb::ReplicaO
         .rollout(&desired.deployment, &desired.service)
         .filter(|r| r.state() == pb::RolloutState::InProgress && !r.paused)
         .filter(|r| r.to_spec_hash != desired.spec_hash);
-    let serving = matches!(
-        observed.state(),
-        pb::ReplicaState::Running | pb::ReplicaState::Degraded
-    );
+    // Only a healthy one: a degraded old replica stays visibly degraded.
+    let serving = observed.state() == pb::ReplicaState::Running;
     if let (Some(rollout), true) = (replacing, serving) {
         observed.state = pb::ReplicaState::Updating.into();
         observed.message = format!(
