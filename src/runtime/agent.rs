@@ -366,7 +366,10 @@ fn read_facts(state: &State, node: &str, desired: &[pb::ReplicaDesired]) -> Fact
             .node(node)
             .and_then(|n| n.docker.as_ref())
             .map(|c| c.ok),
-        deployments: state.deployments().map(|d| d.name.clone()).collect(),
+        deployments: state
+            .deployments()
+            .map(|d| (d.name.clone(), d.revision))
+            .collect(),
         tombstones: state
             .tombstones()
             .map(|t| (t.deployment.clone(), t.keep_volumes))

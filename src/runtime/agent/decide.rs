@@ -42,8 +42,8 @@ use crate::runtime::backoff::{pull_failure_details, retry_delay};
 use crate::runtime::observe::{self, Memory, RESTART_BUDGET, Verdict};
 use crate::runtime::plan::{compose_network, container_name};
 use crate::runtime::{
-    Health, Inspection, LABEL_DEPLOYMENT, LABEL_NODE, LABEL_REPLICA_ID, LABEL_SERVICE, Labelled,
-    ReplicaIdentity, Status,
+    Health, Inspection, LABEL_DEPLOYMENT, LABEL_NODE, LABEL_REPLICA_ID, LABEL_REVISION,
+    LABEL_SERVICE, Labelled, ReplicaIdentity, Status,
 };
 
 /// Inspection interval of a container that is not running yet.
@@ -96,8 +96,8 @@ pub struct Facts {
     pub stored: BTreeMap<String, ReplicaObserved>,
     /// The state's record of this node's docker condition (`ok`), if any.
     pub docker_condition: Option<bool>,
-    /// Deployments that exist.
-    pub deployments: BTreeSet<String>,
+    /// Deployments that exist, with their current revision.
+    pub deployments: BTreeMap<String, u64>,
     /// Deleted deployments not yet pruned, with their `keep_volumes`.
     pub tombstones: BTreeMap<String, bool>,
 }
@@ -471,8 +471,11 @@ impl Core {
         let now = facts.now_ms;
         let mut actions = Vec::new();
         let wanted: BTreeSet<&str> = facts.wants.iter().map(|w| w.desired.id.as_str()).collect();
-        self.acked.retain(|id, _| wanted.contains(id.as_str()));
         let containers = &self.containers;
+        // A container outlives its replica's desire while kept for inspection: so does what
+        // was last reported about it.
+        self.acked
+            .retain(|id, _| wanted.contains(id.as_str()) || containers.contains_key(id));
         self.tracks
             .retain(|id, _| wanted.contains(id.as_str()) || containers.contains_key(id));
         self.hold.retain(|_, until| *until > now);
@@ -501,7 +504,7 @@ impl Core {
                 self.converge(want, facts, &mut actions);
             }
             if facts.caught_up {
-                self.remove_orphans(&wanted, now, &mut actions);
+                self.remove_orphans(&wanted, facts, &mut actions);
                 self.sweep(facts, &wanted, &mut actions);
             }
         }
@@ -702,9 +705,32 @@ impl Core {
         }
     }
 
-    fn remove_orphans(&mut self, wanted: &BTreeSet<&str>, now: i64, actions: &mut Vec<Action>) {
+    /// Removes the containers of replicas no longer desired here, except the stopped container
+    /// of a replica that ended `failed` (a rolled-back replacement, say): SPEC §5.3 keeps it
+    /// for inspection until the next apply of its deployment (a new revision) or its delete.
+    fn remove_orphans(
+        &mut self,
+        wanted: &BTreeSet<&str>,
+        facts: &Facts,
+        actions: &mut Vec<Action>,
+    ) {
+        let now = facts.now_ms;
+        let kept_for_inspection = |id: &str, c: &Inspection| {
+            let failed = self
+                .acked
+                .get(id)
+                .is_some_and(|o| o.state() == ReplicaState::Failed);
+            let revision = c
+                .labels
+                .get(LABEL_DEPLOYMENT)
+                .and_then(|d| facts.deployments.get(d));
+            failed
+                && c.status != Status::Running
+                && revision.is_some_and(|r| c.labels.get(LABEL_REVISION) == Some(&r.to_string()))
+        };
         let orphans: Vec<(String, String)> = (self.containers.iter())
             .filter(|(id, _)| !wanted.contains(id.as_str()))
+            .filter(|(id, c)| !kept_for_inspection(id, c))
             .map(|(id, c)| (id.clone(), c.container_id.clone()))
             .collect();
         for (replica, container) in orphans {
@@ -739,7 +765,7 @@ impl Core {
         let mut cleanups = Vec::new();
         for network in &inventory.networks {
             let deployment = network.labels.get(LABEL_DEPLOYMENT);
-            if deployment.is_some_and(|d| !facts.deployments.contains(d) && !in_use(d)) {
+            if deployment.is_some_and(|d| !facts.deployments.contains_key(d) && !in_use(d)) {
                 cleanups.push(Action::RemoveNetwork(network.name.clone()));
             }
         }
@@ -747,7 +773,7 @@ impl Core {
             let deployment = volume.labels.get(LABEL_DEPLOYMENT);
             let drop = deployment.is_some_and(|d| {
                 facts.tombstones.get(d) == Some(&false)
-                    && !facts.deployments.contains(d)
+                    && !facts.deployments.contains_key(d)
                     && !in_use(d)
             });
             if drop {
@@ -1348,7 +1374,7 @@ mod tests {
                 facts: Facts {
                     now_ms: T0,
                     caught_up: true,
-                    deployments: BTreeSet::from(["shop".to_owned()]),
+                    deployments: BTreeMap::from([("shop".to_owned(), 1)]),
                     ..Facts::default()
                 },
                 reports: Vec::new(),
@@ -1795,6 +1821,36 @@ mod tests {
         h.image_ready(&web);
         h.start(&changed, "new");
         assert_eq!(h.last(&web.id).spec_hash, "h2");
+    }
+
+    #[test]
+    fn a_failed_replica_no_longer_desired_keeps_its_stopped_container_until_the_next_apply() {
+        let mut h = Harness::new();
+        let web = desired("shop-web-2", "web");
+        h.boot(vec![container(&web, "c9", Status::Exited(1), Health::None)]);
+        h.apply(Outcome::Reported {
+            observations: vec![ReplicaObserved {
+                id: web.id.clone(),
+                state: ReplicaState::Failed.into(),
+                ..Default::default()
+            }],
+            result: Ok(()),
+        });
+        assert_eq!(
+            h.decide(),
+            [],
+            "kept for inspection while revision 1 is current"
+        );
+        h.facts.deployments.insert("shop".into(), 2);
+        assert_eq!(
+            h.decide(),
+            [Action::Remove {
+                replica: web.id.clone(),
+                container: "c9".into(),
+                purge: true,
+            }],
+            "a new apply removes it"
+        );
     }
 
     #[test]
