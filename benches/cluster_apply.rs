@@ -214,11 +214,22 @@ fn swarm_run(cluster: &Cluster) -> (Duration, BTreeMap<String, usize>) {
         health.lines().all(|h| h == "healthy"),
         "a running swarm task's container is not healthy: {health}"
     );
-    sh(cluster, 0, &format!("docker stack rm {STACK} >/dev/null"));
-    wait_gone(
+    // Under load `docker stack rm` may fail to remove the network ("in use by task") while the
+    // tasks are still stopping; the services are gone by then, and the network is removed
+    // again until it goes.
+    let label = format!("label=com.docker.stack.namespace={STACK}");
+    sh(
         cluster,
-        &format!("label=com.docker.stack.namespace={STACK}"),
+        0,
+        &format!(
+            "docker stack rm {STACK} >/dev/null 2>&1; i=0; \
+             while [ -n \"$(docker service ls -q --filter {label})$(docker network ls -q --filter {label})\" ]; do \
+             i=$((i+1)); [ $i -lt {} ] || exit 1; sleep 0.2; \
+             docker network ls -q --filter {label} | xargs -r docker network rm >/dev/null 2>&1 || true; done",
+            DEADLINE_S * 5
+        ),
     );
+    wait_gone(cluster, &label);
     (took, by_node)
 }
 
