@@ -208,6 +208,10 @@ fn list(values: &[f64]) -> String {
 
 #[tokio::main]
 async fn main() {
+    // `cargo nextest run --all-targets` lists every bench binary: list nothing, run nothing.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
     let shape = Shape {
         nodes: env("SCALE_NODES", 1_000),
         deployments: env("SCALE_DEPLOYMENTS", 1_000),
