@@ -203,7 +203,14 @@ async fn an_env_change_recreates_and_a_failing_rollout_rolls_back_while_old_repl
         let status = d.status().await;
         let running = replicas_of(&status, &name)
             .into_iter()
-            .filter(|r| serving.contains(&r.id) && r.state == pb::ReplicaState::Running)
+            // `updating` is how status shows a running replica that the rollout replaces.
+            .filter(|r| {
+                serving.contains(&r.id)
+                    && matches!(
+                        r.state,
+                        pb::ReplicaState::Running | pb::ReplicaState::Updating
+                    )
+            })
             .count();
         assert_eq!(
             running, 2,
