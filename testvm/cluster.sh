@@ -186,7 +186,10 @@ EOF
   while [ -z "$port" ]; do
     port=$(sed -n 's/.*listening on [^ "]*:\([0-9][0-9]*\).*/\1/p' "$dir/registry.log" | head -n 1)
     [ -n "$port" ] && break
-    registry_running "$dir" || { cat "$dir/registry.log" >&2; die "docker-registry exited"; }
+    # kill -0, not registry_running: right after the fork the child may not have exec'd
+    # docker-registry yet, so its command line is still the shell's.
+    kill -0 "$(cat "$dir/registry.pid")" 2>/dev/null ||
+      { cat "$dir/registry.log" >&2; die "docker-registry exited"; }
     [ "$SECONDS" -lt "$deadline" ] || die "docker-registry did not listen within 20 s"
     sleep 0.1
   done
