@@ -33,8 +33,9 @@ pub const TICK: Duration = Duration::from_millis(500);
 pub const MISSES_BEFORE_UNREACHABLE: u32 = 3;
 
 /// How often the leader records the heartbeats it heard (the nodes that answered its probes)
-/// in the replicated state: `last_heartbeat` is at most this stale, and the scheduler counts
-/// a node's loss from it (SPEC §5.4).
+/// in the replicated state: `last_heartbeat` is at most this stale. When a node turns
+/// unreachable the leader records its exact last answer first, so the scheduler counts the
+/// node's loss from that moment (SPEC §5.4).
 pub const RECORD_HEARTBEATS_EVERY: Duration = Duration::from_secs(5);
 
 /// A learner within this many entries of the leader's last log index counts as caught up.
@@ -188,6 +189,9 @@ pub async fn run(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut misses = BTreeMap::new();
     let mut recorded_at: Option<std::time::Instant> = None;
+    // When this leader last heard each node (its clock), for the exact last heartbeat of a
+    // node that goes unreachable.
+    let mut last_heard: BTreeMap<String, i64> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -197,6 +201,7 @@ pub async fn run(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
         if metrics.state != ServerState::Leader {
             misses.clear();
             recorded_at = None;
+            last_heard.clear();
             continue;
         }
         // One change at a time: wait while a joint configuration is being committed.
@@ -210,13 +215,25 @@ pub async fn run(member: Arc<Member>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let facts = gather(&member, &metrics).await;
+        let now = crate::pki::now_unix_ms();
+        let heard_now = heard(&facts);
+        for node in &heard_now {
+            last_heard.insert(node.clone(), now);
+        }
         for (node, reachability) in reachability_changes(&facts, &mut misses) {
+            // The loss clock starts at the last answer, not at the last periodic record.
+            if let (pb::Reachability::Unreachable, Some(&at)) =
+                (reachability, last_heard.get(&node))
+            {
+                record_heartbeats(&member, vec![(node.clone(), at)]).await;
+            }
             record_reachability(&member, node, reachability).await;
         }
-        if recorded_at.is_none_or(|at| at.elapsed() >= RECORD_HEARTBEATS_EVERY)
-            && record_heartbeats(&member, heard(&facts)).await
-        {
-            recorded_at = Some(std::time::Instant::now());
+        if recorded_at.is_none_or(|at| at.elapsed() >= RECORD_HEARTBEATS_EVERY) {
+            let beats = heard_now.into_iter().map(|node| (node, now)).collect();
+            if record_heartbeats(&member, beats).await {
+                recorded_at = Some(std::time::Instant::now());
+            }
         }
         let Some(action) = plan(&facts) else {
             continue;
@@ -285,14 +302,13 @@ async fn record_reachability(member: &Member, node: String, reachability: pb::Re
     }
 }
 
-/// Records that the leader heard `nodes` now; false when the write failed.
-async fn record_heartbeats(member: &Member, nodes: Vec<String>) -> bool {
-    let now = crate::pki::now_unix_ms();
-    let heartbeats = nodes
+/// Records when the leader heard each node (leader clock); false when the write failed.
+async fn record_heartbeats(member: &Member, beats: Vec<(String, i64)>) -> bool {
+    let heartbeats = beats
         .into_iter()
-        .map(|node| pb::NodeHeartbeat {
+        .map(|(node, at)| pb::NodeHeartbeat {
             node,
-            received_at_unix_ms: now,
+            received_at_unix_ms: at,
             ..Default::default()
         })
         .collect();
