@@ -7,6 +7,8 @@
 //! - [`daemon`]: the `jaco daemon` process — configuration, wiring, lifecycle.
 //! - [`error`]: the closed error-code set and the `Error { code, message, details }` envelope.
 //! - [`manifest`]: jaco.yaml + compose → validated, resolved deployment (SPEC §2).
+//! - [`net`]: networking on every node — isolation (nftables), WireGuard mesh, service DNS,
+//!   cluster-wide L4 routes (SPEC §7).
 //! - [`pki`]: cluster CA, node keys and certificates, TLS configs, operator and join tokens.
 //! - [`proto`]: generated `jaco.v1` protobuf messages and gRPC services.
 //! - [`raft`]: openraft 0.9 wiring — durable redb log, snapshotting state machine adapter, gRPC
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod daemon;
 pub mod error;
 pub mod manifest;
+pub mod net;
 pub mod pki;
 pub mod proto;
 pub mod raft;
