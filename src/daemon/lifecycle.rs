@@ -150,7 +150,6 @@ async fn bootstrap(
             created_at_unix_ms: now,
             audit_retention_events: defaults.audit_retention,
             ipam_pool: defaults.ipam_pool.clone(),
-            ..Default::default()
         }),
         node: Some(pb::Node {
             name: settings.name.clone(),
