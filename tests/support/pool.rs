@@ -8,7 +8,6 @@
 #![allow(dead_code)] // each test binary uses a different part of the support code
 
 use std::fs::File;
-use std::path::PathBuf;
 
 /// Pools on offer: /22s (three /24s for deployments and one for mesh addresses) in
 /// 10.200.0.0/14, far from Docker's default 172.16.0.0/12 and jaco's default 10.244.0.0/16.
@@ -24,7 +23,7 @@ pub struct PoolLease {
 impl PoolLease {
     /// Takes the first free pool; panics when all are taken.
     pub fn take() -> PoolLease {
-        let dir = PathBuf::from(std::env::temp_dir()).join("jaco-test-pools");
+        let dir = std::env::temp_dir().join("jaco-test-pools");
         std::fs::create_dir_all(&dir).expect("create the pool lock directory");
         for index in 0..POOLS {
             let cidr = format!("10.{}.{}.0/22", 200 + index / 64, (index % 64) * 4);
