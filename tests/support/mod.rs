@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod daemons;
 pub mod deploy;
+pub mod dns;
 pub mod docker;
 pub mod netns;
 pub mod pool;
