@@ -5,3 +5,4 @@ pub mod daemons;
 pub mod deploy;
 pub mod docker;
 pub mod netns;
+pub mod nft;
