@@ -480,4 +480,15 @@ async fn nft_failures_are_isolation_unavailable() {
     );
     assert!(error.details["command"].ends_with("nft -f -"), "{error:?}");
     assert_eq!(nft_in(&namespace).read_back("absent").await, Ok(None));
+    // A wrapper that cannot find nft is an error, not an absent table.
+    let wrapped = ["ip", "netns", "exec", &namespace, "/nonexistent/nft"].map(String::from);
+    let error = Nft::new(wrapped.to_vec())
+        .read_back("absent")
+        .await
+        .expect_err("no nft");
+    assert_eq!(error.code, Code::IsolationUnavailable);
+    assert!(
+        error.details["stderr"].contains("/nonexistent/nft"),
+        "{error:?}"
+    );
 }

@@ -44,8 +44,13 @@ impl Nft {
         let args = ["-j", "list", "table", "inet", table];
         let output = exec::run(&self.command, &args, None).await?;
         if !output.status.success() {
-            // nft's message for an absent table is strerror(ENOENT); exec runs it under LC_ALL=C.
-            if String::from_utf8_lossy(&output.stderr).contains("No such file or directory") {
+            // nft reports an absent table as `Error: ` + strerror(ENOENT), exit status 1 (exec
+            // runs it under LC_ALL=C). A wrapper that cannot find nft fails differently
+            // (`ip netns exec` exits 255), so that is not mistaken for a missing table.
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if output.status.code() == Some(1)
+                && stderr.starts_with("Error: No such file or directory")
+            {
                 return Ok(None);
             }
             return Err(exec::failed(&self.command, &args, &output));
