@@ -7,3 +7,4 @@ pub mod dns;
 pub mod docker;
 pub mod netns;
 pub mod pool;
+pub mod nft;
