@@ -4,4 +4,5 @@ pub mod cluster;
 pub mod daemons;
 pub mod deploy;
 pub mod docker;
+pub mod mesh;
 pub mod netns;
