@@ -41,7 +41,8 @@ Environment:
   JACO_HARNESS_DAEMON_YAML
                        extra text appended to every new node's /etc/jaco/daemon.yaml (up),
                        e.g. 'scheduler: {node_lost_after_ms: 4000}'; remembered in the state
-                       directory, so nodes added by a later `up` get it too
+                       directory, so nodes added by a later `up` get it too; @GATEWAY@ in
+                       it stands for the cluster network's gateway (the host)
 EOF
 }
 
@@ -325,6 +326,8 @@ cmd_up() {
     printf '%s\n' "$JACO_HARNESS_DAEMON_YAML" >"$dir/daemon-extra.yaml"
   fi
   daemon_extra=$(cat "$dir/daemon-extra.yaml" 2>/dev/null || true)
+  # The host as the nodes reach it (e.g. for a DNS upstream a test runs there).
+  daemon_extra=${daemon_extra//@GATEWAY@/$gateway}
 
   local i
   for ((i = 0; i < count; i++)); do

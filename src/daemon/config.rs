@@ -470,6 +470,15 @@ fn validate_network(network: &NetworkSettings) -> Result<(), Error> {
             format!("network.dns_forwarders entry {bad:?} must be ip or ip:port"),
         );
     }
+    let forwarders: Vec<SocketAddr> = (network.dns_forwarders.iter())
+        .filter_map(|f| dns_forwarder(f))
+        .collect();
+    let pool = network
+        .ipam_pool
+        .parse::<ipnet::Ipv4Net>()
+        .ok()
+        .map(|p| p.trunc());
+    crate::net::dns::validate_forwarders(&forwarders, pool.as_slice())?;
     if network.dns_upstream_timeout_ms == 0 {
         return invalid(
             "dns_upstream_timeout_ms",
@@ -631,6 +640,8 @@ mod tests {
             "network: {wireguard_endpoint: nohost}\n",
             "network: {dns_forwarders: [dns.example]}\n",
             "network: {dns_port: 0}\n",
+            "network: {dns_forwarders: [127.0.0.11]}\n",
+            "network: {dns_forwarders: ['10.244.3.1']}\n",
         ] {
             let error = load_text(Some(text)).unwrap_err();
             assert_eq!(error.code, Code::ValidationFailed, "{text}");

@@ -157,7 +157,8 @@ async fn bootstrap(
             api_address: settings.advertise.clone(),
             raft_address: settings.advertise.clone(),
             sans: sans.to_vec(),
-            status: pb::NodeStatus::Ready.into(),
+            // Ready once its isolation self-test passes (the leader's reconciler marks it).
+            status: pb::NodeStatus::Joining.into(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             ..Default::default()
         }),

@@ -21,9 +21,19 @@ pub fn wants_json(format: LogFormat, stderr_is_terminal: bool) -> bool {
     }
 }
 
+/// The filter with hickory's per-query `info` lines capped at `warn`, unless the operator's
+/// filter says something about hickory itself.
+fn with_quiet_dns(filter: &str) -> String {
+    if filter.contains("hickory") {
+        filter.to_owned()
+    } else {
+        format!("{filter},hickory_server=warn,hickory_proto=warn,hickory_net=warn")
+    }
+}
+
 /// Installs the global subscriber writing to stderr.
 pub fn init(filter: &str, format: LogFormat) -> Result<(), Error> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| {
+    let filter = EnvFilter::try_new(with_quiet_dns(filter)).map_err(|e| {
         Error::new(
             Code::ValidationFailed,
             format!("invalid log filter {filter:?}: {e}"),
@@ -44,6 +54,18 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hickory_is_quiet_unless_asked_for() {
+        assert_eq!(
+            with_quiet_dns("info"),
+            "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn"
+        );
+        assert_eq!(
+            with_quiet_dns("hickory_server=debug"),
+            "hickory_server=debug"
+        );
+    }
 
     #[test]
     fn auto_means_json_unless_on_a_terminal() {

@@ -1,12 +1,13 @@
 //! What a node tells the cluster about itself once it is a member: its schedulable capacity
 //! (declared in daemon.yaml `capacity:`, else every CPU and all memory of the machine), the
-//! jaco version and the CPU architecture (`UpdateNodeInfo`, SPEC §5.2), and every
+//! jaco version, the CPU architecture and its WireGuard public key and endpoint
+//! (`UpdateNodeInfo`, SPEC §5.2 and §7), and every
 //! [`SAMPLE_EVERY`] its CPU and memory usage for the rebalancer (SPEC §5.5), as a heartbeat
 //! that carries only the sample.
 //!
 //! [`capacity`], [`cpu_times`] and [`memory_used`] are pure functions of the machine's files;
 //! [`report`] submits the info once (retrying until it is committed or the daemon stops) and
-//! then the samples. This module must not change a node's addresses, keys or labels (it copies
+//! then the samples. This module must not change a node's API addresses or labels (it copies
 //! them from the stored record), nor its `last_heartbeat`, which only the leader's probes set.
 
 use std::sync::Arc;
@@ -70,10 +71,21 @@ pub fn capacity(settings: &CapacitySettings, cpus: usize, meminfo: &str) -> pb::
     }
 }
 
-/// Submits this node's capacity, version and architecture, keeping the rest of its record.
+/// The mesh identity a node publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshIdentity {
+    /// WireGuard public key, base64.
+    pub public_key: String,
+    /// `host:port` peers send mesh traffic to.
+    pub endpoint: String,
+}
+
+/// Submits this node's capacity, version, architecture and mesh identity, keeping the rest of
+/// its record.
 pub async fn report(
     member: Arc<Member>,
     settings: CapacitySettings,
+    mesh: MeshIdentity,
     mut stop: watch::Receiver<bool>,
 ) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -87,8 +99,8 @@ pub async fn report(
             node: node.name,
             api_address: node.api_address,
             raft_address: node.raft_address,
-            wireguard_public_key: node.wireguard_public_key,
-            wireguard_endpoint: node.wireguard_endpoint,
+            wireguard_public_key: mesh.public_key.clone(),
+            wireguard_endpoint: mesh.endpoint.clone(),
             capacity: Some(capacity),
             labels: node.labels,
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -4,7 +4,8 @@
 //! A node enters the node table when it is admitted (its join token consumed, its certificate
 //! signed); the reconciler then adds it to raft as a learner, promotes it once it has caught up
 //! (odd voter count, at most seven, one change at a time, via [`membership::next_change`]),
-//! marks it `ready`, and removes from raft the members that `node remove` took out of the
+//! marks it `ready` once its isolation self-test has passed (SPEC §7), and removes from raft the
+//! members that `node remove` took out of the
 //! table. It also records each node's reachability as the leader's probes see it (unreachable
 //! after [`MISSES_BEFORE_UNREACHABLE`] failed probes in a row, reachable again on the first
 //! answer). [`plan`] and [`reachability_changes`] are pure functions of the facts; [`run`]
@@ -52,6 +53,8 @@ pub struct TableNode {
     pub raft_address: String,
     /// Still `joining` (not yet marked ready).
     pub joining: bool,
+    /// Its isolation self-test passed (SPEC §7): only then may it take replicas.
+    pub isolated: bool,
     /// Recorded as reachable.
     pub reachable: bool,
 }
@@ -146,7 +149,7 @@ pub fn plan(facts: &Facts) -> Option<Action> {
     facts
         .table
         .iter()
-        .find(|n| n.joining && facts.members.get(&n.id).is_some_and(|m| m.caught_up))
+        .find(|n| n.joining && n.isolated && facts.members.get(&n.id).is_some_and(|m| m.caught_up))
         .map(|n| Action::MarkReady(n.name.clone()))
 }
 
@@ -254,6 +257,7 @@ async fn gather(member: &Member, metrics: &RaftMetrics) -> Facts {
                 id: n.raft_id,
                 raft_address: n.raft_address.clone(),
                 joining: n.status() == pb::NodeStatus::Joining,
+                isolated: n.isolation.as_ref().is_some_and(|c| c.ok),
                 reachable: n.reachability() != pb::Reachability::Unreachable,
             })
             .collect()
@@ -382,6 +386,7 @@ mod tests {
                 id: *id,
                 raft_address: format!("{name}:7000"),
                 joining: *joining,
+                isolated: true,
                 reachable: true,
             })
             .collect()
@@ -428,6 +433,10 @@ mod tests {
         // Two members → one voter: nothing to promote, and b has not caught up.
         assert_eq!(plan(&facts), None);
         facts.members.insert(2, member("b", false, true));
+        // Caught up, but its isolation self-test has not passed (yet).
+        facts.table[1].isolated = false;
+        assert_eq!(plan(&facts), None);
+        facts.table[1].isolated = true;
         assert_eq!(plan(&facts), Some(Action::MarkReady("b".into())));
     }
 

@@ -294,9 +294,30 @@ async fn run_member(
         config.runtime.clone(),
         stop.clone(),
     ));
+    let mesh_key = match crate::net::mesh::load_or_create(&config.data_dir.join("wg")) {
+        Ok(key) => key,
+        Err(error) => {
+            let _ = fatal.send(error).await;
+            return;
+        }
+    };
+    let mesh_identity = super::node_info::MeshIdentity {
+        public_key: mesh_key.public_base64(),
+        endpoint: crate::net::supervisor::mesh_endpoint(
+            &config.network,
+            &context.settings.advertise,
+        ),
+    };
+    let network = tokio::spawn(crate::net::supervisor::run(
+        member.clone(),
+        config.network.clone(),
+        mesh_key,
+        stop.clone(),
+    ));
     tokio::spawn(super::node_info::report(
         member.clone(),
         config.capacity.clone(),
+        mesh_identity,
         stop.clone(),
     ));
     tokio::spawn(record_restore(
@@ -326,6 +347,7 @@ async fn run_member(
     let _ = reconciler.await;
     let _ = scheduler.await;
     let _ = agent.await;
+    let _ = network.await;
     if let Ok(Err(error)) = tls.await {
         let _ = fatal.send(error).await;
     }

@@ -196,6 +196,37 @@ impl Cluster {
         }
     }
 
+    /// Runs `ARGS` inside node `node` (not in its engine): stdout (trimmed) on success,
+    /// stderr on failure.
+    pub fn exec(&self, node: usize, args: &[&str]) -> Result<String, String> {
+        let output = Command::new("docker")
+            .arg("exec")
+            .arg(self.container(node))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker exec");
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+        }
+    }
+
+    /// Node `node`'s address on the cluster network.
+    pub fn node_ip(&self, node: usize) -> String {
+        let output = Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                &self.container(node),
+            ])
+            .output()
+            .expect("run docker inspect");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
     /// Writes `contents` to `path` inside node `node` (creating its directory).
     pub fn write_file(&self, node: usize, path: &str, contents: &str) {
         let container = self.container(node);

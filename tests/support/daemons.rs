@@ -70,6 +70,20 @@ impl Daemons {
     /// Like [`Daemons::start`], but launches nothing: each daemon's data directory exists
     /// (empty) and [`Daemons::launch`] starts it.
     pub fn prepare(count: usize, extra: &str) -> Daemons {
+        Self::prepare_with_network(count, extra, "")
+    }
+
+    /// Like [`Daemons::start`], with `network` added to the `network:` mapping of every
+    /// daemon.yaml (flow-mapping entries, e.g. `nft_command: /nonexistent/nft`).
+    pub fn start_with_network(count: usize, extra: &str, network: &str) -> Daemons {
+        let mut daemons = Self::prepare_with_network(count, extra, network);
+        for index in 0..count {
+            daemons.launch(index);
+        }
+        daemons
+    }
+
+    fn prepare_with_network(count: usize, extra: &str, network: &str) -> Daemons {
         let net = TestNet::create(count);
         let pool = PoolLease::take();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -89,7 +103,7 @@ impl Daemons {
                 net.addr(index),
                 socket.display(),
                 dir.path().join(format!("{name}-secrets")).display(),
-                pool.daemon_yaml(),
+                pool.daemon_yaml(network),
             );
             std::fs::write(&config, text).expect("write daemon.yaml");
             nodes.push(Daemon {

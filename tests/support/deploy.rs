@@ -33,7 +33,13 @@ pub struct Deployer {
 impl Deployer {
     /// Starts and initialises a one-node cluster; `extra` is appended to daemon.yaml.
     pub async fn start(extra: &str) -> Deployer {
-        let daemons = Daemons::start(1, extra);
+        Self::start_with_network(extra, "").await
+    }
+
+    /// Like [`Deployer::start`], with `network` settings for the daemon (see
+    /// [`Daemons::start_with_network`]).
+    pub async fn start_with_network(extra: &str, network: &str) -> Deployer {
+        let daemons = Daemons::start_with_network(1, extra, network);
         let (cluster_id, _) = daemons.init(0).await;
         daemons.form_wait().await;
         let client = DeployClient::new(daemons.local(0).await);

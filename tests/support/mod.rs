@@ -7,5 +7,5 @@ pub mod dns;
 pub mod docker;
 pub mod mesh;
 pub mod netns;
-pub mod pool;
 pub mod nft;
+pub mod pool;

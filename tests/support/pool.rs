@@ -36,8 +36,10 @@ impl PoolLease {
         panic!("all {POOLS} test pools are leased");
     }
 
-    /// daemon.yaml text selecting this pool.
-    pub fn daemon_yaml(&self) -> String {
-        format!("network: {{ipam_pool: {}}}\n", self.cidr)
+    /// daemon.yaml text selecting this pool, with `more` network settings (flow-mapping
+    /// entries such as `nft_command: /bin/false`, or empty).
+    pub fn daemon_yaml(&self, more: &str) -> String {
+        let separator = if more.is_empty() { "" } else { ", " };
+        format!("network: {{ipam_pool: {}{separator}{more}}}\n", self.cidr)
     }
 }

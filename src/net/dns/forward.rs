@@ -85,9 +85,9 @@ pub fn validate_forwarders(forwarders: &[SocketAddr], exclude: &[Ipv4Net]) -> Re
         if let Some(reason) = loop_reason(forwarder.ip(), exclude) {
             return Err(Error::new(
                 Code::ValidationFailed,
-                format!("dns.forwarders[{index}]: {forwarder} is {reason}; it would loop"),
+                format!("network.dns_forwarders[{index}]: {forwarder} is {reason}; it would loop"),
             )
-            .with("field", format!("dns.forwarders[{index}]")));
+            .with("field", format!("network.dns_forwarders[{index}]")));
         }
     }
     Ok(())
@@ -239,7 +239,7 @@ nameserver 10.245.0.1
             let error = validate_forwarders(&forwarders, &pool()).expect_err(bad);
             assert_eq!(error.code, Code::ValidationFailed, "{bad}");
             assert!(
-                error.message.contains("dns.forwarders[1]"),
+                error.message.contains("network.dns_forwarders[1]"),
                 "{}",
                 error.message
             );
