@@ -22,6 +22,7 @@ use jaco::manifest::{Objects, resolve_documents, wire};
 use jaco::proto::v1::{self as pb, command::Kind};
 use jaco::runtime::docker::Docker;
 use jaco::runtime::{Runtime, Status};
+use support::pool::PoolLease;
 use tokio::sync::watch;
 
 use support::docker::{Cleanup, DOCKER_SOCKET, busybox_image, unique};
@@ -34,6 +35,7 @@ struct Node {
     stop: watch::Sender<bool>,
     agent: tokio::task::JoinHandle<()>,
     secrets_dir: std::path::PathBuf,
+    _pool: PoolLease,
     _dir: tempfile::TempDir,
 }
 
@@ -57,9 +59,15 @@ impl Node {
             leader_wait: Duration::from_secs(5),
         };
         std::fs::create_dir_all(&settings.data_dir).unwrap();
-        let (member, _) = lifecycle::init(&settings, "agent-test", 1000, Arc::new(Metrics::new()))
-            .await
-            .expect("a single-node cluster");
+        let pool = PoolLease::take();
+        let defaults = lifecycle::ClusterDefaults {
+            audit_retention: 1000,
+            ipam_pool: pool.cidr.clone(),
+        };
+        let (member, _) =
+            lifecycle::init(&settings, "agent-test", &defaults, Arc::new(Metrics::new()))
+                .await
+                .expect("a single-node cluster");
         let secrets_dir = dir.path().join("secrets");
         let (stop, stopped) = watch::channel(false);
         let agent = tokio::spawn(jaco::runtime::agent::run(
@@ -77,6 +85,7 @@ impl Node {
             stop,
             agent,
             secrets_dir,
+            _pool: pool,
             _dir: dir,
         }
     }

@@ -61,6 +61,7 @@ fn plan_with(cluster: &str, replica: &str, set: impl FnOnce(&mut ContainerSpec))
         peers: BTreeMap::new(),
         volumes: BTreeMap::new(),
         files: Vec::new(),
+        dns_servers: Vec::new(),
     }
 }
 
@@ -479,11 +480,15 @@ async fn networks_and_volumes_are_ensured_listed_attached_and_removed() {
         name: cleanup.network(&unique("jaco_test_front")),
         labels: labels.clone(),
         internal: false,
+        subnet: None,
+        bridge: String::new(),
     };
     let back = NetworkPlan {
         name: cleanup.network(&unique("jaco_test_back")),
         labels: labels.clone(),
         internal: true,
+        subnet: None,
+        bridge: String::new(),
     };
     for network in [&front, &back, &front] {
         docker

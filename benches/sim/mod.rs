@@ -70,9 +70,17 @@ impl SimCluster {
             raft: raft_config(DEFAULT_SNAPSHOT_EVERY).expect("valid raft config"),
             leader_wait: Duration::from_secs(30),
         };
-        let (member, _) = lifecycle::init(&settings, "sim", 0, Arc::new(Metrics::new()))
-            .await
-            .expect("cluster init");
+        let (member, _) = lifecycle::init(
+            &settings,
+            "sim",
+            &lifecycle::ClusterDefaults {
+                audit_retention: 0,
+                ipam_pool: jaco::state::DEFAULT_IPAM_POOL.to_owned(),
+            },
+            Arc::new(Metrics::new()),
+        )
+        .await
+        .expect("cluster init");
         let sim = SimCluster { member, nodes };
         let joins = (1..nodes).map(|i| {
             let node = pb::Node {

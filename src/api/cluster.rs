@@ -120,7 +120,7 @@ impl Cluster for ClusterService {
         let (member, reply) = lifecycle::init(
             &self.context.settings,
             &request.get_ref().cluster_name,
-            self.context.audit_retention,
+            &self.context.cluster_defaults,
             self.context.metrics.clone(),
         )
         .await?;

@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, MutexGuard, watch};
 use tonic::{Request, Status};
 
 use super::auth::Identity;
+use crate::daemon::lifecycle::ClusterDefaults;
 use crate::daemon::member::{Member, MemberSettings};
 use crate::daemon::metrics::Metrics;
 use crate::error::{Code, Error};
@@ -22,8 +23,8 @@ use crate::runtime::Runtime;
 pub struct ApiContext {
     /// How to start a member (init, join).
     pub settings: MemberSettings,
-    /// Audit events the cluster keeps (for `cluster init`).
-    pub audit_retention: u64,
+    /// Cluster-wide settings for `cluster init`.
+    pub cluster_defaults: ClusterDefaults,
     /// The daemon's metrics.
     pub metrics: Arc<Metrics>,
     member: watch::Sender<Option<Arc<Member>>>,
@@ -35,13 +36,13 @@ impl ApiContext {
     /// A context for a node that is `member` already (restart) or not yet (`None`).
     pub fn new(
         settings: MemberSettings,
-        audit_retention: u64,
+        cluster_defaults: ClusterDefaults,
         metrics: Arc<Metrics>,
         member: Option<Arc<Member>>,
     ) -> Self {
         ApiContext {
             settings,
-            audit_retention,
+            cluster_defaults,
             metrics,
             member: watch::Sender::new(member),
             lifecycle: Mutex::new(()),

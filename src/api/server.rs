@@ -136,7 +136,10 @@ mod tests {
         };
         let context = Arc::new(ApiContext::new(
             settings,
-            1000,
+            crate::daemon::lifecycle::ClusterDefaults {
+                audit_retention: 1000,
+                ipam_pool: crate::state::DEFAULT_IPAM_POOL.to_owned(),
+            },
             Arc::new(Metrics::new()),
             None,
         ));

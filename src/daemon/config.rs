@@ -6,7 +6,7 @@
 //! function of the file text, the environment and the host name, so it is tested without
 //! touching the machine. This module must not start anything.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,8 @@ pub struct DaemonConfig {
     pub scheduler: SchedulerSettings,
     /// What this node offers to replicas' reservations; unset values are detected.
     pub capacity: CapacitySettings,
+    /// Isolation, mesh, DNS and L4 routes (SPEC §7).
+    pub network: NetworkSettings,
 }
 
 /// Log output format.
@@ -153,6 +155,63 @@ pub struct CapacitySettings {
     pub memory_bytes: Option<u64>,
 }
 
+/// Networking on this node (SPEC §7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSettings {
+    /// The IPAM pool of a cluster this node initialises (a /8 to /23; the cluster's pool wins
+    /// on join). Its last /24 holds the nodes' mesh addresses.
+    pub ipam_pool: String,
+    /// The `nft` command (words separated by spaces).
+    pub nft_command: String,
+    /// The nftables table (family `inet`) jaco owns.
+    pub nft_table: String,
+    /// The `iptables` command, for the exemptions Docker's own rules need.
+    pub iptables_command: String,
+    /// How often the ruleset is read back and repaired when it drifted, in milliseconds.
+    pub drift_check_ms: u64,
+    /// The WireGuard interface.
+    pub wireguard_interface: String,
+    /// The UDP port of the mesh (every node must use the same one unless `wireguard_endpoint`
+    /// says otherwise).
+    pub wireguard_port: u16,
+    /// `auto` (kernel WireGuard when the kernel has it, else in-process), `kernel` or
+    /// `userspace`.
+    pub wireguard_mode: String,
+    /// `host:port` peers send mesh traffic to (default: the advertise host and
+    /// `wireguard_port`).
+    pub wireguard_endpoint: Option<String>,
+    /// Upstream DNS servers (`ip` or `ip:port`), tried in order; empty = the nameservers of
+    /// /etc/resolv.conf.
+    pub dns_forwarders: Vec<String>,
+    /// How long one upstream may take before the next is asked, in milliseconds.
+    pub dns_upstream_timeout_ms: u64,
+    /// The port of the responder on every bridge gateway.
+    pub dns_port: u16,
+    /// The address the L4 routes listen on.
+    pub l4_bind: IpAddr,
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        NetworkSettings {
+            ipam_pool: crate::state::DEFAULT_IPAM_POOL.to_owned(),
+            nft_command: "nft".to_owned(),
+            nft_table: "jaco".to_owned(),
+            iptables_command: "iptables".to_owned(),
+            drift_check_ms: 5_000,
+            wireguard_interface: "jaco-wg".to_owned(),
+            wireguard_port: 51820,
+            wireguard_mode: "auto".to_owned(),
+            wireguard_endpoint: None,
+            dns_forwarders: Vec::new(),
+            dns_upstream_timeout_ms: 2_000,
+            dns_port: 53,
+            l4_bind: IpAddr::from([0, 0, 0, 0]),
+        }
+    }
+}
+
 impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
@@ -171,6 +230,7 @@ impl Default for DaemonConfig {
             runtime: RuntimeSettings::default(),
             scheduler: SchedulerSettings::default(),
             capacity: CapacitySettings::default(),
+            network: NetworkSettings::default(),
         }
     }
 }
@@ -336,7 +396,100 @@ fn validate(path: &Path, config: DaemonConfig) -> Result<DaemonConfig, Error> {
             "capacity values must be positive (leave them out to use the machine's)".to_owned(),
         );
     }
+    validate_network(&config.network).map_err(|e| e.with("file", path.display()))?;
     Ok(config)
+}
+
+fn validate_network(network: &NetworkSettings) -> Result<(), Error> {
+    let invalid = |field: &str, message: String| {
+        Err(Error::new(Code::ValidationFailed, message).with("field", format!("network.{field}")))
+    };
+    crate::state::Pool::parse(&network.ipam_pool)
+        .map_err(|e| e.with("field", "network.ipam_pool"))?;
+    for (field, command) in [
+        ("nft_command", &network.nft_command),
+        ("iptables_command", &network.iptables_command),
+    ] {
+        if command.split_whitespace().next().is_none() {
+            return invalid(field, format!("network.{field} must name a program"));
+        }
+    }
+    if !is_nft_name(&network.nft_table) {
+        return invalid(
+            "nft_table",
+            format!(
+                "network.nft_table {:?} must be 1-32 letters, digits or '_'",
+                network.nft_table
+            ),
+        );
+    }
+    if network.drift_check_ms < 100 || network.drift_check_ms > 10_000 {
+        return invalid(
+            "drift_check_ms",
+            "network.drift_check_ms must be 100..=10000 (drift is repaired within 10 s)".to_owned(),
+        );
+    }
+    let interface = &network.wireguard_interface;
+    if interface.is_empty() || interface.len() > 15 || interface.contains(['/', ' ']) {
+        return invalid(
+            "wireguard_interface",
+            format!("network.wireguard_interface {interface:?} must be 1-15 characters"),
+        );
+    }
+    if network.wireguard_port == 0 || network.dns_port == 0 {
+        return invalid(
+            "wireguard_port",
+            "network.wireguard_port and network.dns_port must be positive".to_owned(),
+        );
+    }
+    if !matches!(
+        network.wireguard_mode.as_str(),
+        "auto" | "kernel" | "userspace"
+    ) {
+        return invalid(
+            "wireguard_mode",
+            format!(
+                "network.wireguard_mode {:?} must be auto, kernel or userspace",
+                network.wireguard_mode
+            ),
+        );
+    }
+    if let Some(endpoint) = &network.wireguard_endpoint
+        && !endpoint.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        })
+    {
+        return invalid(
+            "wireguard_endpoint",
+            format!("network.wireguard_endpoint {endpoint:?} must be host:port"),
+        );
+    }
+    if let Some(bad) = (network.dns_forwarders.iter()).find(|f| dns_forwarder(f).is_none()) {
+        return invalid(
+            "dns_forwarders",
+            format!("network.dns_forwarders entry {bad:?} must be ip or ip:port"),
+        );
+    }
+    if network.dns_upstream_timeout_ms == 0 {
+        return invalid(
+            "dns_upstream_timeout_ms",
+            "network.dns_upstream_timeout_ms must be positive".to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// A DNS forwarder written as `ip` (port 53) or `ip:port`.
+pub fn dns_forwarder(text: &str) -> Option<SocketAddr> {
+    (text.parse::<SocketAddr>().ok()).or_else(|| {
+        text.parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
+}
+
+fn is_nft_name(name: &str) -> bool {
+    (1..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// `[a-z0-9][a-z0-9-]{0,62}`: a DNS label, because node names appear in certificates.
@@ -388,9 +541,23 @@ mod tests {
              election_timeout_max_ms: 400, snapshot_every: 10}\naudit_retention: 10\nleader_wait_ms: 100\n\
              runtime: {docker_socket: /run/docker.sock, secrets_dir: /tmp/s, pull_retry_budget: 3}\n\
              scheduler: {node_lost_after_ms: 5000, drain_timeout_ms: 60000}\n\
-             capacity: {cpu_millis: 1500, memory_bytes: 1073741824}\n",
+             capacity: {cpu_millis: 1500, memory_bytes: 1073741824}\n\
+             network: {ipam_pool: 10.9.0.0/20, nft_command: /usr/sbin/nft, nft_table: t1, \
+             iptables_command: iptables-nft, drift_check_ms: 500, wireguard_interface: wg1, \
+             wireguard_port: 5000, wireguard_mode: userspace, wireguard_endpoint: 'h:5000', \
+             dns_forwarders: ['1.1.1.1', '10.0.0.2:5353'], dns_upstream_timeout_ms: 300, \
+             dns_port: 5300, l4_bind: 127.0.0.1}\n",
         ))
         .unwrap();
+        assert_eq!(config.network.ipam_pool, "10.9.0.0/20");
+        assert_eq!(config.network.wireguard_mode, "userspace");
+        assert_eq!(
+            (config.network.dns_forwarders.iter())
+                .filter_map(|f| dns_forwarder(f))
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>(),
+            ["1.1.1.1:53", "10.0.0.2:5353"]
+        );
         assert_eq!(config.node_name, "a");
         assert_eq!(config.advertise_addr(), "10.0.0.1:7100");
         assert_eq!(config.log_format, LogFormat::Json);
@@ -455,6 +622,15 @@ mod tests {
             "scheduler: {node_lost_after_ms: 10}\n",
             "scheduler: {drain_timeout_ms: 0}\n",
             "capacity: {cpu_millis: 0}\n",
+            "network: {ipam_pool: 10.0.0.0/24}\n",
+            "network: {nft_table: 'a-b'}\n",
+            "network: {nft_command: ' '}\n",
+            "network: {drift_check_ms: 60000}\n",
+            "network: {wireguard_interface: jaco-wireguard-0}\n",
+            "network: {wireguard_mode: fast}\n",
+            "network: {wireguard_endpoint: nohost}\n",
+            "network: {dns_forwarders: [dns.example]}\n",
+            "network: {dns_port: 0}\n",
         ] {
             let error = load_text(Some(text)).unwrap_err();
             assert_eq!(error.code, Code::ValidationFailed, "{text}");

@@ -53,12 +53,21 @@ pub fn advertised_sans(node_name: &str, advertise: &str) -> Vec<String> {
     }
 }
 
+/// Cluster-wide settings a node that initialises a cluster takes from its daemon.yaml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDefaults {
+    /// Audit events the cluster keeps.
+    pub audit_retention: u64,
+    /// The IPAM pool (SPEC §7).
+    pub ipam_pool: String,
+}
+
 /// Creates a cluster with this node as its single voter; returns the member and the reply
 /// (with the bootstrap token, shown once).
 pub async fn init(
     settings: &MemberSettings,
     cluster_name: &str,
-    audit_retention: u64,
+    defaults: &ClusterDefaults,
     metrics: Arc<Metrics>,
 ) -> Result<(Arc<Member>, pb::InitResponse), Error> {
     let now = now_unix_ms();
@@ -75,7 +84,7 @@ pub async fn init(
     identity.verify(now)?;
 
     let member = Member::start(settings, identity.clone(), metrics).await?;
-    let result = bootstrap(&member, settings, &ca, cluster_name, audit_retention, &sans).await;
+    let result = bootstrap(&member, settings, &ca, cluster_name, defaults, &sans).await;
     match result {
         Ok(token) => {
             identity.save(&settings.data_dir)?;
@@ -101,7 +110,7 @@ async fn bootstrap(
     settings: &MemberSettings,
     ca: &ClusterCa,
     cluster_name: &str,
-    audit_retention: u64,
+    defaults: &ClusterDefaults,
     sans: &[String],
 ) -> Result<String, Error> {
     let me = NodeAddr {
@@ -139,8 +148,8 @@ async fn bootstrap(
             ca_cert_pem: ca.cert_pem().to_owned(),
             ca_key_pem: ca.key_pem().to_owned(),
             created_at_unix_ms: now,
-            audit_retention_events: audit_retention,
-            ..Default::default()
+            audit_retention_events: defaults.audit_retention,
+            ipam_pool: defaults.ipam_pool.clone(),
         }),
         node: Some(pb::Node {
             name: settings.name.clone(),

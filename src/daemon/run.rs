@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use super::config::{self, DaemonConfig};
 use super::http::{self, Readiness};
+use super::lifecycle::ClusterDefaults;
 use super::member::{Member, MemberSettings};
 use super::metrics::Metrics;
 use super::{logging, reconcile};
@@ -101,7 +102,10 @@ pub async fn run(config: DaemonConfig) -> Result<(), Error> {
     let member = resume(&settings, metrics.clone()).await?;
     let context = Arc::new(ApiContext::new(
         settings,
-        config.audit_retention,
+        ClusterDefaults {
+            audit_retention: config.audit_retention,
+            ipam_pool: config.network.ipam_pool.clone(),
+        },
         metrics.clone(),
         member,
     ));

@@ -374,6 +374,10 @@ fn read_facts(state: &State, node: &str, desired: &[pb::ReplicaDesired]) -> Fact
             .tombstones()
             .map(|t| (t.deployment.clone(), t.keep_volumes))
             .collect(),
+        subnets: (state.subnets())
+            .filter(|s| s.node == node)
+            .map(|s| (s.deployment.clone(), s.network.clone()))
+            .collect(),
         ..Facts::default()
     }
 }
@@ -545,6 +549,18 @@ async fn execute(
             let result = runtime.remove_network(name).await;
             Outcome::Cleaned { action, result }
         }
+        Action::ReleaseSubnet {
+            ref deployment,
+            ref network,
+        } => {
+            let kind = pb::command::Kind::ReleaseSubnet(pb::ReleaseSubnet {
+                deployment: deployment.clone(),
+                network: network.clone(),
+                node: context.member.name.clone(),
+            });
+            let result = submit(context, kind).await;
+            Outcome::Cleaned { action, result }
+        }
         Action::RemoveVolume(ref name) => {
             let result = runtime.remove_volume(name).await;
             Outcome::Cleaned { action, result }
@@ -578,12 +594,20 @@ async fn start(
             format!("no service {} in the revision", desired.service),
         )
     })?;
+    let mut subnets = BTreeMap::new();
+    for network in plan::service_networks(service) {
+        subnets.insert(
+            network.to_owned(),
+            allocate_subnet(context, desired, network).await?,
+        );
+    }
     let plan = plan::replica_plan(
         &context.cluster_id,
         desired,
         &revision.resolved.deployment,
         service,
         peers,
+        &subnets,
         &context.secrets_dir,
     )?;
     let files = plan.files.clone();
@@ -610,6 +634,37 @@ async fn start(
         }
     }
     runtime.run(&plan.container).await
+}
+
+/// This node's /24 of the replica's (deployment, `network`), allocated through raft on first
+/// use (idempotent: the same subnet again afterwards). A full pool is `subnet_pool_exhausted`,
+/// which the replica reports until a subnet is freed.
+async fn allocate_subnet(
+    context: &Context,
+    desired: &pb::ReplicaDesired,
+    network: &str,
+) -> Result<ipnet::Ipv4Net, Error> {
+    let kind = pb::command::Kind::AllocateSubnet(pb::AllocateSubnet {
+        deployment: desired.deployment.clone(),
+        network: network.to_owned(),
+        node: context.member.name.clone(),
+    });
+    let identity = Identity::Node(context.member.name.clone());
+    let outcome = context.member.submit(&identity, kind).await?;
+    let cidr = match outcome {
+        pb::command_result::Outcome::AllocateSubnet(pb::AllocateSubnetResult {
+            subnet: Some(subnet),
+        }) => subnet.cidr,
+        other => {
+            return Err(Error::new(
+                Code::Internal,
+                format!("subnet allocation answered {other:?}"),
+            ));
+        }
+    };
+    cidr.parse().map_err(|e| {
+        Error::new(Code::Internal, format!("allocated subnet {cidr:?}: {e}")).with("subnet", &cidr)
+    })
 }
 
 /// Writes secret and config files: directories 0700, each file replaced atomically with its

@@ -115,7 +115,11 @@ pub fn create_request(plan: &ContainerPlan) -> Result<CreateRequest, Error> {
         cgroup_parent: spec.cgroup_parent.clone(),
         group_add: non_empty(spec.group_add.clone()),
         extra_hosts: non_empty(spec.extra_hosts.iter().map(|h| extra_host(h)).collect()),
-        dns: non_empty(spec.dns.clone()),
+        dns: non_empty(if spec.dns.is_empty() {
+            plan.dns_servers.clone()
+        } else {
+            spec.dns.clone()
+        }),
         dns_search: non_empty(spec.dns_search.clone()),
         dns_options: non_empty(spec.dns_opt.clone()),
         init: spec.init,
@@ -644,6 +648,7 @@ mod tests {
             peers: BTreeMap::from([("db".into(), "jaco_shop-db-1".into())]),
             volumes: BTreeMap::from([("data".into(), "jaco_shop_data".into())]),
             files: Vec::new(),
+            dns_servers: vec!["10.244.0.1".into()],
         }
     }
 
@@ -1186,6 +1191,15 @@ mod tests {
                 "{name}: {pointer} in {body:#}"
             );
         }
+    }
+
+    #[test]
+    fn the_gateway_resolvers_serve_unless_compose_sets_dns() {
+        let body = wire(base());
+        assert_eq!(
+            body.pointer("/HostConfig/Dns"),
+            Some(&serde_json::json!(["10.244.0.1"]))
+        );
     }
 
     #[test]

@@ -17,8 +17,8 @@ use std::time::Duration;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerInspectResponse, ContainerStateStatusEnum, EventMessage, HealthStatusEnum,
-    NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
+    ContainerInspectResponse, ContainerStateStatusEnum, EventMessage, HealthStatusEnum, Ipam,
+    IpamConfig, NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
@@ -161,6 +161,40 @@ fn pull_failure(what: &str, image: &str, error: bollard::errors::Error) -> Error
     }
     let reason = pull_reason(status, &error.message);
     error.with("reason", reason)
+}
+
+/// The create request of a jaco bridge: the allocated /24 with gateway `.1`, the named Linux
+/// bridge and the mesh-sized MTU.
+fn network_create_request(plan: &NetworkPlan) -> NetworkCreateRequest {
+    let ipam = plan.subnet.map(|subnet| Ipam {
+        config: Some(vec![IpamConfig {
+            subnet: Some(subnet.to_string()),
+            gateway: Some(super::plan::gateway(subnet).to_string()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    NetworkCreateRequest {
+        name: plan.name.clone(),
+        driver: Some("bridge".to_owned()),
+        internal: Some(plan.internal),
+        labels: Some(plan.labels.clone().into_iter().collect()),
+        ipam,
+        options: Some(
+            [
+                ("com.docker.network.bridge.name", plan.bridge.clone()),
+                (
+                    "com.docker.network.driver.mtu",
+                    super::plan::BRIDGE_MTU.to_string(),
+                ),
+            ]
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty())
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect(),
+        ),
+        ..Default::default()
+    }
 }
 
 fn is_not_found(error: &bollard::errors::Error) -> bool {
@@ -554,17 +588,38 @@ impl Runtime for Docker {
             let _serial = self.network_lock.lock().await;
             within(REQUEST_TIMEOUT, &what, async {
                 match client.inspect_network(&plan.name, None).await {
-                    Ok(_) => return Ok(()),
+                    Ok(existing) => {
+                        let subnet = (existing.ipam.as_ref())
+                            .and_then(|ipam| ipam.config.as_ref()?.first()?.subnet.clone());
+                        let wanted = plan.subnet.map(|s| s.to_string());
+                        if wanted.is_none() || subnet == wanted {
+                            return Ok(());
+                        }
+                        // Made before this node's allocation (an older jaco, or a released
+                        // and reallocated subnet): replace it while nothing uses it.
+                        if existing.containers.as_ref().is_some_and(|c| !c.is_empty()) {
+                            return Err(Error::new(
+                                Code::DockerError,
+                                format!(
+                                    "network {} has subnet {} but this node was allocated {}, \
+                                     and containers still use it",
+                                    plan.name,
+                                    subnet.as_deref().unwrap_or("none"),
+                                    wanted.as_deref().unwrap_or("none"),
+                                ),
+                            )
+                            .with("reason", "subnet_mismatch")
+                            .with("network", &plan.name));
+                        }
+                        match client.remove_network(&plan.name).await {
+                            Err(e) if !is_not_found(&e) => return Err(failure(&what, e)),
+                            _ => {}
+                        }
+                    }
                     Err(e) if !is_not_found(&e) => return Err(failure(&what, e)),
                     Err(_) => {}
                 }
-                let request = NetworkCreateRequest {
-                    name: plan.name.clone(),
-                    driver: Some("bridge".to_owned()),
-                    internal: Some(plan.internal),
-                    labels: Some(plan.labels.clone().into_iter().collect()),
-                    ..Default::default()
-                };
+                let request = network_create_request(plan);
                 client
                     .create_network(request)
                     .await

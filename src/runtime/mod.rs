@@ -292,6 +292,9 @@ pub struct ContainerPlan {
     pub volumes: BTreeMap<String, String>,
     /// Secret and config files to bind-mount read-only.
     pub files: Vec<FileBind>,
+    /// Name servers for the container when the compose service sets no `dns:`: the jaco
+    /// responders on the gateways of its networks (SPEC §7).
+    pub dns_servers: Vec<String>,
 }
 
 /// A container's attachment to one Docker network.
@@ -321,6 +324,11 @@ pub struct NetworkPlan {
     pub labels: BTreeMap<String, String>,
     /// No route out of the network.
     pub internal: bool,
+    /// The /24 IPAM gave this (deployment, network) on this node, gateway `.1`; `None` lets
+    /// Docker choose (only where no cluster allocation exists, e.g. runtime tests).
+    pub subnet: Option<ipnet::Ipv4Net>,
+    /// The Linux bridge name (within the 15-character limit).
+    pub bridge: String,
 }
 
 /// A Docker volume to create.

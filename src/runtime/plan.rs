@@ -36,6 +36,20 @@ pub fn network_name(deployment: &str, network: &str) -> String {
     format!("jaco_{deployment}_{network}")
 }
 
+/// MTU of jaco's bridges: room for the WireGuard header (60 bytes over IPv4/IPv6 plus UDP)
+/// inside a 1500-byte underlay, so cross-node packets never need fragmenting.
+pub const BRIDGE_MTU: u32 = 1420;
+
+/// The Linux bridge of a (deployment, network) of a cluster: `jaco-` and 10 hex digits of a
+/// SHA-256, within the kernel's 15-character interface names and distinct per cluster, so two
+/// clusters sharing an engine (tests) never collide.
+pub fn bridge_name(cluster_id: &str, deployment: &str, network: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{cluster_id}/{deployment}/{network}"));
+    let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+    format!("jaco-{hex}")
+}
+
 /// The compose network a Docker network of `deployment` stands for (`None` for other
 /// networks).
 pub fn compose_network<'a>(deployment: &str, docker_network: &'a str) -> Option<&'a str> {
@@ -100,14 +114,28 @@ pub struct ReplicaPlan {
     pub container: ContainerPlan,
 }
 
+/// The compose networks a replica of `service` attaches to (none with `network_mode`).
+pub fn service_networks(service: &ServiceSpec) -> impl Iterator<Item = &str> {
+    let spec = &service.container;
+    (spec.networks.keys())
+        .filter(|_| spec.network_mode.is_none())
+        .map(String::as_str)
+}
+
 /// The plan for `desired`, a replica of `service` in `deployment`. `peers` are the container
-/// names standing in for `service:<name>` namespace modes.
+/// names standing in for `service:<name>` namespace modes; `subnets` the /24 of each of its
+/// networks on this node.
+///
+/// The service name is deliberately not a Docker network alias: Docker's embedded resolver
+/// would answer it with this node's replicas only, while jaco's responder on the gateway
+/// answers with the healthy replicas of the whole cluster.
 pub fn replica_plan(
     cluster_id: &str,
     desired: &ReplicaDesired,
     deployment: &DeploymentSpec,
     service: &ServiceSpec,
     peers: BTreeMap<String, String>,
+    subnets: &BTreeMap<String, ipnet::Ipv4Net>,
     secrets_dir: &Path,
 ) -> Result<ReplicaPlan, Error> {
     let spec = &service.container;
@@ -118,32 +146,29 @@ pub fn replica_plan(
             (kind.to_owned(), name.to_owned()),
         ])
     };
-    let networks: Vec<NetworkPlan> = if spec.network_mode.is_some() {
-        Vec::new()
-    } else {
-        (spec.networks.keys())
-            .map(|network| {
-                let declared = deployment.networks.get(network);
-                let mut labels = declared.map(|n| n.labels.clone()).unwrap_or_default();
-                labels.extend(owned(LABEL_NETWORK, network));
-                NetworkPlan {
-                    name: network_name(&desired.deployment, network),
-                    labels,
-                    internal: declared.is_some_and(|n| n.internal),
-                }
-            })
-            .collect()
-    };
-    let attachments = (spec.networks.iter())
-        .filter(|_| spec.network_mode.is_none())
-        .map(|(network, attachment)| {
-            let mut aliases = vec![desired.service.clone()];
-            aliases.extend(attachment.aliases.iter().cloned());
-            NetworkAttachment {
-                network: network_name(&desired.deployment, network),
-                aliases,
+    let networks: Vec<NetworkPlan> = service_networks(service)
+        .map(|network| {
+            let declared = deployment.networks.get(network);
+            let mut labels = declared.map(|n| n.labels.clone()).unwrap_or_default();
+            labels.extend(owned(LABEL_NETWORK, network));
+            NetworkPlan {
+                name: network_name(&desired.deployment, network),
+                labels,
+                internal: declared.is_some_and(|n| n.internal),
+                subnet: subnets.get(network).copied(),
+                bridge: bridge_name(cluster_id, &desired.deployment, network),
             }
         })
+        .collect();
+    let attachments = (spec.networks.iter())
+        .filter(|_| spec.network_mode.is_none())
+        .map(|(network, attachment)| NetworkAttachment {
+            network: network_name(&desired.deployment, network),
+            aliases: attachment.aliases.clone(),
+        })
+        .collect();
+    let dns_servers = (networks.iter())
+        .filter_map(|n| n.subnet.map(|s| gateway(s).to_string()))
         .collect();
 
     let mut volumes = Vec::new();
@@ -215,8 +240,15 @@ pub fn replica_plan(
             peers,
             volumes: volume_names,
             files: binds,
+            dns_servers,
         },
     })
+}
+
+/// The gateway of a jaco subnet: its first host address, the bridge's own address on the
+/// node, where the DNS responder listens.
+pub fn gateway(subnet: ipnet::Ipv4Net) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1)
 }
 
 /// The file of one secret or config mount.
@@ -377,6 +409,7 @@ mod tests {
             &deployment(),
             service,
             BTreeMap::new(),
+            &BTreeMap::from([("default".to_owned(), "10.244.3.0/24".parse().unwrap())]),
             Path::new("/run/jaco/secrets"),
         )
     }
@@ -391,7 +424,7 @@ mod tests {
     }
 
     #[test]
-    fn networks_are_labelled_and_attached_with_the_service_name_as_alias() {
+    fn networks_are_labelled_addressed_and_attached_without_the_service_alias() {
         let plan = plan_for(&service(|_| {})).unwrap();
         let names: Vec<&str> = plan.networks.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["jaco_shop_back", "jaco_shop_default"]);
@@ -412,10 +445,21 @@ mod tests {
         assert_eq!(
             attached,
             [
-                ("jaco_shop_back", vec!["web", "api"]),
-                ("jaco_shop_default", vec!["web"])
+                ("jaco_shop_back", vec!["api"]),
+                ("jaco_shop_default", vec![])
             ]
         );
+        // Only the network with an allocated subnet gets one, and its gateway is the resolver.
+        assert_eq!(back.subnet, None);
+        assert_eq!(
+            plan.networks[1].subnet,
+            Some("10.244.3.0/24".parse().unwrap())
+        );
+        assert_eq!(plan.container.dns_servers, ["10.244.3.1"]);
+        assert_eq!(back.bridge.len(), 15);
+        assert!(back.bridge.starts_with("jaco-"));
+        assert_ne!(back.bridge, plan.networks[1].bridge);
+        assert_ne!(back.bridge, bridge_name("c2", "shop", "back"));
         assert_eq!(plan.container.name, "jaco_shop-web-2");
         let identity = &plan.container.identity;
         assert_eq!(

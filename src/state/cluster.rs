@@ -70,7 +70,8 @@ impl State {
         if meta.created_at_unix_ms == 0 {
             meta.created_at_unix_ms = tx.now;
         }
-        let node = self.new_member(tx, c.node.as_ref(), RaftRole::Leader)?;
+        let mut node = self.new_member(tx, c.node.as_ref(), RaftRole::Leader)?;
+        node.mesh_address = self.free_mesh_address(Pool::parse(&meta.ipam_pool)?);
         let mut bootstrap = c
             .bootstrap_token
             .clone()
@@ -127,7 +128,8 @@ impl State {
     }
 
     pub(super) fn add_node(&mut self, tx: &mut Tx, c: &AddNode) -> Result<Outcome, Error> {
-        let node = self.new_member(tx, c.node.as_ref(), RaftRole::Learner)?;
+        let mut node = self.new_member(tx, c.node.as_ref(), RaftRole::Learner)?;
+        node.mesh_address = self.free_mesh_address(self.ipam_pool());
         let join = payload([
             ("node", node.name.clone()),
             ("raft_id", node.raft_id.to_string()),

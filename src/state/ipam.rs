@@ -1,6 +1,7 @@
 //! IPAM in the replicated state: the cluster's IPv4 pool carved into /24 subnets, one per
 //! (deployment, network, node), allocated deterministically (the lowest free /24) so that every
-//! node applying the same commands computes the same addresses.
+//! node applying the same commands computes the same addresses. The pool's last /24 is kept
+//! for the nodes' mesh addresses (one host address per node, assigned when it joins).
 //!
 //! This is bookkeeping only: bridges, routes and nftables sets are the `net` subsystem's job.
 //!
@@ -28,20 +29,20 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Parses `a.b.c.d/n` with 8 ≤ n ≤ 24 (host bits are ignored); `validation_failed`
-    /// otherwise.
+    /// Parses `a.b.c.d/n` with 8 ≤ n ≤ 23 (host bits are ignored; a /24 would leave no room
+    /// beside the mesh addresses); `validation_failed` otherwise.
     pub fn parse(text: &str) -> Result<Pool, Error> {
         let bad = || {
             invalid(
                 "meta.ipam_pool",
-                format!("{text:?} is not an IPv4 pool a.b.c.d/8..24"),
+                format!("{text:?} is not an IPv4 pool a.b.c.d/8..23"),
             )
             .with("ipam_pool", text)
         };
         let (addr, len) = text.split_once('/').ok_or_else(bad)?;
         let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
         let prefix_len: u8 = len.parse().map_err(|_| bad())?;
-        if !(8..=24).contains(&prefix_len) {
+        if !(8..=23).contains(&prefix_len) {
             return Err(bad());
         }
         let mask = u32::MAX << (32 - prefix_len);
@@ -51,12 +52,12 @@ impl Pool {
         })
     }
 
-    /// Number of /24s in the pool.
+    /// Number of /24s the pool offers to deployments (all but the mesh /24).
     pub fn len(&self) -> u32 {
-        1 << (24 - self.prefix_len)
+        (1 << (24 - self.prefix_len)) - 1
     }
 
-    /// Always false: a pool holds at least one /24.
+    /// Always false: a pool holds at least one /24 for deployments.
     pub fn is_empty(&self) -> bool {
         false
     }
@@ -65,9 +66,42 @@ impl Pool {
     pub fn subnet(&self, i: u32) -> String {
         format!("{}/24", Ipv4Addr::from(self.base + (i << 8)))
     }
+
+    /// The mesh address with host number `host` (1..=254) in the pool's last /24.
+    pub fn mesh_address(&self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::from(self.base + (self.len() << 8) + u32::from(host))
+    }
+
+    /// The whole pool in CIDR notation.
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", Ipv4Addr::from(self.base), self.prefix_len)
+    }
 }
 
 impl State {
+    /// The cluster's IPAM pool (the default before initialisation).
+    pub fn ipam_pool(&self) -> Pool {
+        let text = self
+            .cluster
+            .as_ref()
+            .map_or(DEFAULT_IPAM_POOL, |meta| meta.ipam_pool.as_str());
+        // InitCluster validated the stored pool.
+        Pool::parse(text).unwrap_or_else(|_| Pool::parse(DEFAULT_IPAM_POOL).expect("valid"))
+    }
+
+    /// The lowest mesh address of `pool` no node holds; empty past 254 nodes (such a node
+    /// still joins and hosts replicas, but its own L4 proxy cannot reach replicas on other
+    /// nodes; its network supervisor says so).
+    pub(super) fn free_mesh_address(&self, pool: Pool) -> String {
+        let used: BTreeSet<&str> = (self.nodes.values())
+            .map(|n| n.mesh_address.as_str())
+            .collect();
+        (1..=254)
+            .map(|host| pool.mesh_address(host).to_string())
+            .find(|address| !used.contains(address.as_str()))
+            .unwrap_or_default()
+    }
+
     /// Every allocated subnet, by (deployment, network, node).
     pub fn subnets(&self) -> impl Iterator<Item = &Subnet> {
         self.subnets.values()
@@ -92,11 +126,8 @@ impl State {
         }
         self.existing_node(&c.node)?;
         self.existing_deployment(&c.deployment)?;
-        let pool_text = self
-            .cluster
-            .as_ref()
-            .map_or(DEFAULT_IPAM_POOL, |meta| meta.ipam_pool.as_str());
-        let pool = Pool::parse(pool_text)?;
+        let pool = self.ipam_pool();
+        let pool_text = pool.cidr();
         let used: BTreeSet<&str> = self.subnets.values().map(|s| s.cidr.as_str()).collect();
         let cidr = (0..pool.len())
             .map(|i| pool.subnet(i))
@@ -164,13 +195,16 @@ mod tests {
     #[test]
     fn test_pool_parsing() {
         let pool = Pool::parse("10.244.3.7/16").expect("valid");
-        assert_eq!(pool.len(), 256);
+        assert_eq!(pool.len(), 255);
         assert_eq!(pool.subnet(0), "10.244.0.0/24");
-        assert_eq!(pool.subnet(255), "10.244.255.0/24");
-        assert_eq!(Pool::parse("192.168.5.0/24").map(|p| p.len()), Ok(1));
+        assert_eq!(pool.subnet(254), "10.244.254.0/24");
+        assert_eq!(pool.mesh_address(1), Ipv4Addr::new(10, 244, 255, 1));
+        assert_eq!(pool.cidr(), "10.244.0.0/16");
+        assert_eq!(Pool::parse("192.168.4.0/23").map(|p| p.len()), Ok(1));
         for bad in [
             "10.0.0.0",
             "10.0.0.0/7",
+            "10.0.0.0/24",
             "10.0.0.0/25",
             "x/16",
             "10.0.0.0/x",
@@ -224,18 +258,38 @@ mod tests {
         let mut h = Harness::new();
         let mut init = init_cluster();
         if let Kind::InitCluster(c) = &mut init {
-            c.meta.as_mut().expect("meta").ipam_pool = "10.9.0.0/23".into();
+            c.meta.as_mut().expect("meta").ipam_pool = "10.9.0.0/22".into();
         }
         h.ok(init);
         h.ok(apply_deployment("shop", spec(&[("web", "nginx:1")])));
         h.ok(allocate_subnet("shop", "a", "n1"));
         h.ok(allocate_subnet("shop", "b", "n1"));
+        // The last /24 (10.9.3.0/24) holds the mesh addresses.
+        assert_eq!(
+            cidr(h.ok(allocate_subnet("shop", "c", "n1"))),
+            "10.9.2.0/24"
+        );
         let err = h.rejected(
-            allocate_subnet("shop", "c", "n1"),
+            allocate_subnet("shop", "d", "n1"),
             Code::SubnetPoolExhausted,
         );
-        assert_eq!(err.details["pool"], "10.9.0.0/23");
-        assert_eq!(err.details["allocated"], "2");
+        assert_eq!(err.details["pool"], "10.9.0.0/22");
+        assert_eq!(err.details["allocated"], "3");
+    }
+
+    #[test]
+    fn test_nodes_get_the_lowest_free_mesh_address() {
+        let mut h = Harness::initialised();
+        h.ok(add_node("n2", 2));
+        let address = |h: &Harness, node: &str| h.state.node(node).unwrap().mesh_address.clone();
+        assert_eq!(address(&h, "n1"), "10.244.255.1");
+        assert_eq!(address(&h, "n2"), "10.244.255.2");
+        h.ok(Kind::RemoveNode(crate::proto::v1::RemoveNode {
+            node: "n1".into(),
+            force: true,
+        }));
+        h.ok(add_node("n3", 3));
+        assert_eq!(address(&h, "n3"), "10.244.255.1");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use jaco::proto::v1::tokens_client::TokensClient;
 use tonic::transport::{Channel, Endpoint};
 
 use super::netns::TestNet;
+use super::pool::PoolLease;
 
 /// How long a test waits for any cluster condition before failing.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -49,6 +50,9 @@ pub struct Daemons {
     pub net: TestNet,
     /// The daemons, by index.
     pub nodes: Vec<Daemon>,
+    /// The IPAM pool of a cluster these daemons initialise (unique on this machine, since
+    /// they all share its Docker engine).
+    pub pool: PoolLease,
     dir: tempfile::TempDir,
 }
 
@@ -67,6 +71,7 @@ impl Daemons {
     /// (empty) and [`Daemons::launch`] starts it.
     pub fn prepare(count: usize, extra: &str) -> Daemons {
         let net = TestNet::create(count);
+        let pool = PoolLease::take();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = Vec::new();
         for index in 0..count {
@@ -79,11 +84,12 @@ impl Daemons {
                 "node_name: {name}\ndata_dir: {}\napi_listen: 0.0.0.0:{API_PORT}\n\
                  advertise: {}:{API_PORT}\nsocket: {}\nsocket_group: null\n\
                  metrics_listen: 127.0.0.1:9100\nlog: info,openraft=warn\nlog_format: json\n\
-                 runtime: {{secrets_dir: {}}}\n{extra}",
+                 runtime: {{secrets_dir: {}}}\n{}{extra}",
                 data_dir.display(),
                 net.addr(index),
                 socket.display(),
                 dir.path().join(format!("{name}-secrets")).display(),
+                pool.daemon_yaml(),
             );
             std::fs::write(&config, text).expect("write daemon.yaml");
             nodes.push(Daemon {
@@ -99,7 +105,12 @@ impl Daemons {
         for node in &nodes {
             std::fs::create_dir_all(&node.data_dir).expect("create data dir");
         }
-        Daemons { net, nodes, dir }
+        Daemons {
+            net,
+            nodes,
+            pool,
+            dir,
+        }
     }
 
     /// (Re)starts daemon `index` and waits for its control socket to answer.

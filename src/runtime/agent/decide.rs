@@ -22,8 +22,9 @@
 //!   container, an exit removes it (and the replica is run again), and so does a container
 //!   left created but never started; `restart_exhausted` keeps it stopped for inspection.
 //! - Containers of replicas not desired on this node are stopped and removed, with their files,
-//!   once the state has caught up; so are networks of deployments that no longer exist, and the
-//!   volumes of deleted deployments unless the delete kept them.
+//!   once the state has caught up; so are the networks of deployments with no replica left on
+//!   this node (and then their subnets are released to the pool), and the volumes of deleted
+//!   deployments unless the delete kept them.
 //! - An engine that does not answer makes every replica here `pending` + `docker_error` (except
 //!   failed ones) and the node's docker condition not ok until a ping succeeds again.
 //! - Observations are reported in one batch when they differ from what this node last
@@ -40,7 +41,7 @@ use crate::manifest::spec::{DependencyCondition, PullPolicy, ServiceSpec};
 use crate::proto::v1::{NodeCondition, ReplicaDesired, ReplicaObserved, ReplicaState};
 use crate::runtime::backoff::{pull_failure_details, retry_delay};
 use crate::runtime::observe::{self, Memory, RESTART_BUDGET, Verdict};
-use crate::runtime::plan::{compose_network, container_name};
+use crate::runtime::plan::{compose_network, container_name, network_name};
 use crate::runtime::{
     Health, Inspection, LABEL_DEPLOYMENT, LABEL_NODE, LABEL_REPLICA_ID, LABEL_REVISION,
     LABEL_SERVICE, Labelled, ReplicaIdentity, Status,
@@ -100,6 +101,8 @@ pub struct Facts {
     pub deployments: BTreeMap<String, u64>,
     /// Deleted deployments not yet pruned, with their `keep_volumes`.
     pub tombstones: BTreeMap<String, bool>,
+    /// (deployment, network) of every subnet the state allocated to this node.
+    pub subnets: BTreeSet<(String, String)>,
 }
 
 /// One step for the executor.
@@ -154,6 +157,13 @@ pub enum Action {
     Inventory,
     /// Remove a network.
     RemoveNetwork(String),
+    /// Give this node's subnet of a (deployment, network) back to the pool.
+    ReleaseSubnet {
+        /// Deployment.
+        deployment: String,
+        /// Compose network.
+        network: String,
+    },
     /// Remove a volume.
     RemoveVolume(String),
     /// Remove a replica's file directory.
@@ -277,6 +287,10 @@ impl Action {
             | Action::Remove { replica, .. } => Busy::Replica(replica.clone()),
             Action::Run { desired, .. } => Busy::Replica(desired.id.clone()),
             Action::RemoveNetwork(name) => Busy::Network(name.clone()),
+            Action::ReleaseSubnet {
+                deployment,
+                network,
+            } => Busy::Network(network_name(deployment, network)),
             Action::RemoveVolume(name) => Busy::Volume(name.clone()),
             Action::RemoveFiles(replica) => Busy::Files(replica.clone()),
         }
@@ -762,11 +776,30 @@ impl Core {
                 .values()
                 .any(|c| c.labels.get(LABEL_DEPLOYMENT).map(String::as_str) == Some(deployment))
         };
+        let hosted = |deployment: &str| {
+            in_use(deployment) || (facts.wants.iter()).any(|w| w.desired.deployment == deployment)
+        };
         let mut cleanups = Vec::new();
+        let mut present = BTreeSet::new();
         for network in &inventory.networks {
-            let deployment = network.labels.get(LABEL_DEPLOYMENT);
-            if deployment.is_some_and(|d| !facts.deployments.contains_key(d) && !in_use(d)) {
+            let Some(deployment) = network.labels.get(LABEL_DEPLOYMENT) else {
+                continue;
+            };
+            if let Some(compose) = compose_network(deployment, &network.name) {
+                present.insert((deployment.as_str(), compose));
+            }
+            if !hosted(deployment) {
                 cleanups.push(Action::RemoveNetwork(network.name.clone()));
+            }
+        }
+        // A subnet goes back once its bridge is gone (or was never made) and nothing here
+        // needs it.
+        for (deployment, network) in &facts.subnets {
+            if !hosted(deployment) && !present.contains(&(deployment.as_str(), network.as_str())) {
+                cleanups.push(Action::ReleaseSubnet {
+                    deployment: deployment.clone(),
+                    network: network.clone(),
+                });
             }
         }
         for volume in &inventory.volumes {
@@ -2214,6 +2247,65 @@ mod tests {
             action: "start".into(),
         });
         assert_eq!(h.decide(), [Action::List]);
+    }
+
+    #[test]
+    fn a_deployment_without_replicas_here_loses_its_bridges_then_its_subnets() {
+        let mut h = Harness::new();
+        let web = desired("shop-web-1", "web");
+        h.want(web.clone(), spec("nginx:1"));
+        h.facts.deployments.insert("moved".into(), 3);
+        h.facts.subnets = BTreeSet::from([
+            ("shop".to_owned(), "default".to_owned()),
+            ("moved".to_owned(), "default".to_owned()),
+            ("moved".to_owned(), "back".to_owned()),
+        ]);
+        let network = |name: &str, deployment: &str| Labelled {
+            name: name.into(),
+            labels: BTreeMap::from([(LABEL_DEPLOYMENT.to_owned(), deployment.to_owned())]),
+        };
+        h.inventory = Inventory {
+            networks: vec![
+                network("jaco_shop_default", "shop"),
+                network("jaco_moved_default", "moved"),
+            ],
+            ..Inventory::default()
+        };
+        h.boot(vec![container(&web, "w1", Status::Running, Health::None)]);
+        h.decide();
+        let release = |network: &str| Action::ReleaseSubnet {
+            deployment: "moved".into(),
+            network: network.into(),
+        };
+        let sweep: Vec<Action> = (h.decide().into_iter())
+            .filter(|a| matches!(a, Action::RemoveNetwork(_) | Action::ReleaseSubnet { .. }))
+            .collect();
+        // The bridge goes first; a subnet whose bridge never existed goes at once; the bridge's
+        // subnet waits for the next inventory, which no longer finds the bridge.
+        assert_eq!(
+            sweep,
+            [
+                Action::RemoveNetwork("jaco_moved_default".into()),
+                release("back")
+            ]
+        );
+        h.apply(Outcome::Cleaned {
+            action: Action::RemoveNetwork("jaco_moved_default".into()),
+            result: Ok(()),
+        });
+        h.inventory
+            .networks
+            .retain(|n| n.name != "jaco_moved_default");
+        h.advance(INVENTORY_EVERY_MS);
+        h.decide();
+        let sweep = h.decide();
+        assert!(sweep.contains(&release("default")), "{sweep:?}");
+        assert!(
+            !sweep.iter().any(
+                |a| matches!(a, Action::ReleaseSubnet { deployment, .. } if deployment == "shop")
+            ),
+            "{sweep:?}"
+        );
     }
 
     #[test]
