@@ -42,7 +42,7 @@ impl<T: Copy> AllowedIps<T> {
             };
             by_length[index].1.insert(u32::from(net.network()), id);
         }
-        by_length.sort_by(|a, b| b.0.cmp(&a.0));
+        by_length.sort_by_key(|(length, _)| std::cmp::Reverse(*length));
         AllowedIps { by_length }
     }
 

@@ -47,7 +47,7 @@ pub fn peers(this_node: &str, nodes: &[MeshNode]) -> Vec<Peer> {
         .filter(|n| n.name != this_node && !n.public_key.is_empty() && !n.endpoint.is_empty())
         .map(|n| {
             let mut allowed_ips: Vec<Ipv4Net> = n.subnets.iter().map(Ipv4Net::trunc).collect();
-            allowed_ips.extend(n.address.map(|a| Ipv4Net::from(a)));
+            allowed_ips.extend(n.address.map(Ipv4Net::from));
             allowed_ips.sort();
             allowed_ips.dedup();
             Peer {
