@@ -23,6 +23,9 @@ use crate::proto::v1 as pb;
 /// Wait between failed attempts.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
+/// How often a newly admitted node looks for its own record in the replicated state.
+const APPEAR_POLL: Duration = Duration::from_millis(200);
+
 /// How often the node samples and reports its usage.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(30);
 
@@ -91,10 +94,19 @@ pub async fn report(
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let capacity = capacity(&settings, cpus, &meminfo);
+    let mut seen = false;
     loop {
         let Some(node) = member.read(|s| s.node(&member.name).cloned()) else {
-            return; // removed from the cluster
+            if seen {
+                return; // removed from the cluster
+            }
+            // Just admitted: the node's own record has not reached this replica yet.
+            tokio::select! {
+                () = tokio::time::sleep(APPEAR_POLL) => continue,
+                _ = stop.changed() => return,
+            }
         };
+        seen = true;
         let info = pb::UpdateNodeInfo {
             node: node.name,
             api_address: node.api_address,

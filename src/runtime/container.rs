@@ -121,7 +121,7 @@ pub fn create_request(plan: &ContainerPlan) -> Result<CreateRequest, Error> {
             spec.dns.clone()
         }),
         dns_search: non_empty(spec.dns_search.clone()),
-        dns_options: non_empty(spec.dns_opt.clone()),
+        dns_options: non_empty(dns_options(plan)),
         init: spec.init,
         readonly_rootfs: spec.read_only,
         runtime: spec.runtime.clone(),
@@ -610,6 +610,21 @@ fn non_empty_map(
 ) -> Option<HashMap<String, String>> {
     let map: HashMap<String, String> = items.into_iter().collect();
     (!map.is_empty()).then_some(map)
+}
+
+/// The resolver options of a container: the compose `dns_opt`, else — when jaco's responders
+/// serve it — `attempts:2` (the resolvers' own default). Naming any option stops Docker from
+/// copying the host's, and a host `ndots` (Docker's own containers carry `ndots:0`) makes
+/// Docker's embedded resolver answer single-label names itself instead of forwarding them,
+/// which would hide `<service>` from the gateway responder.
+fn dns_options(plan: &ContainerPlan) -> Vec<String> {
+    if !plan.spec.dns_opt.is_empty() {
+        plan.spec.dns_opt.clone()
+    } else if plan.spec.dns.is_empty() && !plan.dns_servers.is_empty() {
+        vec!["attempts:2".to_owned()]
+    } else {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
@@ -1199,6 +1214,10 @@ mod tests {
         assert_eq!(
             body.pointer("/HostConfig/Dns"),
             Some(&serde_json::json!(["10.244.0.1"]))
+        );
+        assert_eq!(
+            body.pointer("/HostConfig/DnsOptions"),
+            Some(&serde_json::json!(["attempts:2"]))
         );
     }
 
