@@ -35,6 +35,7 @@ config=$qs_dir/daemon.yaml
 pid_file=$qs_dir/daemon.pid
 log_file=$qs_dir/daemon.log
 cluster_id_file=$qs_dir/cluster-id
+nft_table=jaco_quickstart
 # The CLI finds the daemon through JACO_SOCKET; no token is needed on the local socket.
 export JACO_SOCKET=$qs_dir/jaco.sock
 unset JACO_TOKEN JACO_CA_CERT
@@ -94,6 +95,10 @@ log: info
 log_format: text
 runtime:
   secrets_dir: $qs_dir/secrets
+# Its own isolation table and mesh interface, so it never touches a real node's on this host.
+network:
+  nft_table: $nft_table
+  wireguard_interface: jaco-qs
 EOF
   mv "$config.new" "$config"
 }
@@ -230,8 +235,8 @@ print_reach() {
     echo "No running replica of $deployment/web was found: see \`jaco status $deployment\`."
     return
   fi
-  echo "Published ports become cluster-wide routes with the networking release; until then"
-  echo "reach each replica of web at its container address on this machine:"
+  echo "The route on port 8080 does not answer yet (see \`jaco status $deployment\`); each replica"
+  echo "of web also answers at its container address on this machine:"
   local address
   for address in $addresses; do
     echo "    http://$address:8080/"
@@ -324,6 +329,12 @@ cmd_down() {
     fi
   fi
   stop_daemon
+  # The table outlives the daemon on purpose (containers stay isolated while it restarts);
+  # the quick start is over, so it goes too.
+  if command -v nft >/dev/null && nft list table inet "$nft_table" >/dev/null 2>&1; then
+    say "removing the nftables table inet $nft_table"
+    nft delete table inet "$nft_table" || true
+  fi
   if [ -n "$id" ]; then
     require_docker
     say "removing docker objects of cluster $id"

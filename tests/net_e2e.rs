@@ -260,15 +260,16 @@ fn names_isolation_mesh_routes_and_drift_repair_across_nodes() {
     // 1. By name across nodes (n0 → n1), through the mesh: no plaintext TCP on n1's underlay.
     UnderlayProbe::install(c, 1);
     for name in ["api", "api.shop", "api.jaco.internal"] {
-        let page = until(&format!("GET http://{name}:8080/ from n0"), |seen| {
-            match get(c, 0, client, name) {
+        let page = until(
+            &format!("GET http://{name}:8080/ from n0"),
+            |seen| match get(c, 0, client, name) {
                 Ok(page) => Some(page),
                 Err(e) => {
                     *seen = e;
                     None
                 }
-            }
-        });
+            },
+        );
         assert!(!page.trim().is_empty(), "{name}: empty page");
     }
     let (plaintext, mesh) = UnderlayProbe::read(c, 1);

@@ -304,8 +304,13 @@ and an older engine ignores that value). Beyond the table:
   `healthcheck:` without `test` keeps the image's command with the given timings.
 - **Ports** are not published on the container: published TCP ports become cluster-wide L4
   routes served by every node.
-- **Networks**: each compose network is a bridge `jaco_<deployment>_<network>`; a replica is
-  attached with the service name and its compose `aliases` as DNS names.
+- **Networks**: each compose network is a bridge `jaco_<deployment>_<network>` on every node
+  that hosts a replica of it, with a /24 from the cluster's pool; deployments are isolated from
+  each other. Service names (`<service>`, `<service>.<deployment>`,
+  `<service>.jaco.internal`) resolve through jaco's responder on the bridge gateway to every
+  running replica in the cluster; a replica carries only its compose `aliases` as Docker
+  aliases (node-local names). A service's `dns:` replaces jaco's resolver for it (and with it
+  the cluster-wide service names).
 - **Named volumes** are `jaco_<deployment>_<volume>`, or the volume's `name:`; `external: true`
   volumes must exist on the node and are never created or removed. Anonymous volumes are
   removed with their container, so a restarted replica starts with fresh ones.
