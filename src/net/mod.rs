@@ -15,6 +15,7 @@
 //! state ([`view`]) and deciding what to hand them is the network supervisor's job, and only
 //! it writes to the replicated state (the node's isolation condition, repair audits).
 
+mod command;
 pub mod dns;
 pub mod l4;
 pub mod mesh;

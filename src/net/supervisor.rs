@@ -23,7 +23,7 @@ use super::dns::{
     Dns, DnsSettings, Listener, Zone, ZoneRecord, ZoneService, upstreams_from_resolv_conf,
 };
 use super::l4::{L4, Route};
-use super::mesh::{Mesh, MeshKey, MeshMode, MeshNode, MeshSettings, peers};
+use super::mesh::{Mesh, MeshKey, MeshMode, MeshSettings, peers};
 use super::nft::{Nft, RulesetSpec, Scope, drift, ensure_docker_exemptions, self_test};
 use super::view::{NetworkView, view};
 use crate::api::auth::Identity;
@@ -240,16 +240,10 @@ impl Supervisor {
             }
         }
         let Some(mesh) = &self.mesh else { return };
-        let nodes: Vec<MeshNode> = (view.members.iter())
-            .map(|m| MeshNode {
-                name: m.name.clone(),
-                public_key: m.public_key.clone(),
-                endpoint: m.endpoint.clone(),
-                address: m.address,
-                subnets: m.subnets.clone(),
-            })
-            .collect();
-        if let Err(error) = mesh.set_peers(&peers(&self.member.name, &nodes)).await {
+        if let Err(error) = mesh
+            .set_peers(&peers(&self.member.name, &view.members))
+            .await
+        {
             tracing::warn!(error = %error.render(true), "cannot update the mesh peers");
         }
     }

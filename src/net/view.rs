@@ -11,6 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use ipnet::Ipv4Net;
 
+use crate::net::mesh::MeshNode;
 use crate::proto::v1::ReplicaState;
 use crate::runtime::plan::gateway;
 use crate::state::State;
@@ -37,21 +38,6 @@ pub struct LocalBridge {
     pub network: String,
     /// The bridge's own address (`.1` of the subnet).
     pub gateway: Ipv4Addr,
-}
-
-/// A node as the mesh sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeshMember {
-    /// Node name.
-    pub name: String,
-    /// WireGuard public key (base64), empty until the node published it.
-    pub public_key: String,
-    /// `host:port` its mesh listens on, empty until published.
-    pub endpoint: String,
-    /// Its mesh address, if it has one.
-    pub address: Option<Ipv4Addr>,
-    /// The /24s it hosts.
-    pub subnets: Vec<Ipv4Net>,
 }
 
 /// An L4 route with the replicas it may forward to.
@@ -81,7 +67,7 @@ pub struct NetworkView {
     /// The bridges this node hosts.
     pub bridges: Vec<LocalBridge>,
     /// Every node of the cluster.
-    pub members: Vec<MeshMember>,
+    pub members: Vec<MeshNode>,
     /// Every running replica's address on each of its networks.
     pub healthy: Vec<HealthyReplica>,
     /// Every (deployment, network, service) the deployments declare, healthy or not.
@@ -120,7 +106,7 @@ pub fn view(state: &State, node: &str) -> NetworkView {
         }
     }
     let members = (state.nodes())
-        .map(|n| MeshMember {
+        .map(|n| MeshNode {
             name: n.name.clone(),
             public_key: n.wireguard_public_key.clone(),
             endpoint: n.wireguard_endpoint.clone(),

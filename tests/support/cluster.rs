@@ -181,19 +181,9 @@ impl Cluster {
     /// Runs `docker ARGS` against node `node`'s own engine: stdout (trimmed) on success,
     /// stderr on failure (a killed node's engine does not answer).
     pub fn try_docker(&self, node: usize, args: &[&str]) -> Result<String, String> {
-        let output = Command::new("docker")
-            .arg("exec")
-            .arg(self.container(node))
-            .arg("docker")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run docker exec");
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
-        }
+        let mut command = vec!["docker"];
+        command.extend_from_slice(args);
+        self.exec(node, &command)
     }
 
     /// Runs `ARGS` inside node `node` (not in its engine): stdout (trimmed) on success,

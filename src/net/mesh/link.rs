@@ -5,10 +5,6 @@
 //! (`replace`, `set`), so configuring twice is harmless. This module must not create or own
 //! the interface itself.
 
-use std::process::Stdio;
-
-use tokio::io::AsyncWriteExt as _;
-
 use super::MeshSettings;
 use crate::error::{Code, Error};
 
@@ -74,38 +70,7 @@ pub(super) async fn run(
     args: &[&str],
     stdin: Option<&str>,
 ) -> Result<String, Error> {
-    let command_line = format!("{program} {}", args.join(" "));
-    let failed =
-        |message: String| Error::new(Code::Internal, message).with("command", &command_line);
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| failed(format!("cannot run `{program}` (is it installed?): {e}")))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .await
-            .map_err(|e| failed(format!("cannot write to `{program}`: {e}")))?;
-    }
-    let output = child
-        .wait_with_output()
-        .await
-        .map_err(|e| failed(format!("`{program}` did not finish: {e}")))?;
-    if !output.status.success() {
-        return Err(failed(format!(
-            "`{command_line}` failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    crate::net::command::checked(&[program.to_owned()], args, stdin, Code::Internal).await
 }
 
 #[cfg(test)]

@@ -3,10 +3,11 @@
 //! read-back means from [`super::check`]; this module only runs the command and reports
 //! failures as `isolation_unavailable` (command, exit status, stderr in the details).
 
-use super::exec;
+use super::FAILURE;
 use super::render::{RulesetSpec, render};
 use super::table::ObservedTable;
 use crate::error::{Code, Error};
+use crate::net::command;
 
 /// How to run `nft`: an argv prefix to which the arguments are appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +35,7 @@ impl Nft {
     /// the previous one is untouched.
     pub async fn apply(&self, spec: &RulesetSpec) -> Result<(), Error> {
         let text = render(spec);
-        exec::checked(&self.command, &["-f", "-"], Some(&text)).await?;
+        command::checked(&self.command, &["-f", "-"], Some(&text), FAILURE).await?;
         Ok(())
     }
 
@@ -42,7 +43,7 @@ impl Nft {
     /// not exist.
     pub async fn read_back(&self, table: &str) -> Result<Option<ObservedTable>, Error> {
         let args = ["-j", "list", "table", "inet", table];
-        let output = exec::run(&self.command, &args, None).await?;
+        let output = command::run(&self.command, &args, None, FAILURE).await?;
         if !output.status.success() {
             // nft reports an absent table as `Error: ` + strerror(ENOENT), exit status 1 (exec
             // runs it under LC_ALL=C). A wrapper that cannot find nft fails differently
@@ -53,7 +54,7 @@ impl Nft {
             {
                 return Ok(None);
             }
-            return Err(exec::failed(&self.command, &args, &output));
+            return Err(command::failed(&self.command, &args, &output, FAILURE));
         }
         let observed = ObservedTable::from_json(&String::from_utf8_lossy(&output.stdout)).map_err(
             |reason| {

@@ -21,8 +21,9 @@
 
 use ipnet::Ipv4Net;
 
-use super::exec;
+use super::FAILURE;
 use crate::error::Error;
+use crate::net::command;
 
 /// Makes sure the three exemptions for `pool` are in place, each as the first rule of its
 /// chain; `iptables` is the argv prefix that runs iptables (e.g. `["iptables"]`). Returns
@@ -59,13 +60,29 @@ pub async fn ensure_docker_exemptions(iptables: &[String], pool: Ipv4Net) -> Res
 /// it starts; jaco may be first).
 async fn ensure_docker_user(iptables: &[String]) -> Result<bool, Error> {
     let mut changed = false;
-    let listed = exec::run(iptables, &["-w", "-t", "filter", "-S", "DOCKER-USER"], None).await?;
+    let listed = command::run(
+        iptables,
+        &["-w", "-t", "filter", "-S", "DOCKER-USER"],
+        None,
+        FAILURE,
+    )
+    .await?;
     if !listed.status.success() {
-        exec::checked(iptables, &["-w", "-t", "filter", "-N", "DOCKER-USER"], None).await?;
+        command::checked(
+            iptables,
+            &["-w", "-t", "filter", "-N", "DOCKER-USER"],
+            None,
+            FAILURE,
+        )
+        .await?;
         changed = true;
     }
     let jump = ["-w", "-t", "filter", "-C", "FORWARD", "-j", "DOCKER-USER"];
-    if !exec::run(iptables, &jump, None).await?.status.success() {
+    if !command::run(iptables, &jump, None, FAILURE)
+        .await?
+        .status
+        .success()
+    {
         let insert = [
             "-w",
             "-t",
@@ -76,7 +93,7 @@ async fn ensure_docker_user(iptables: &[String]) -> Result<bool, Error> {
             "-j",
             "DOCKER-USER",
         ];
-        exec::checked(iptables, &insert, None).await?;
+        command::checked(iptables, &insert, None, FAILURE).await?;
         changed = true;
     }
     Ok(changed)
@@ -90,7 +107,8 @@ async fn ensure_first(
     chain: &str,
     rule: &[&str],
 ) -> Result<bool, Error> {
-    let listing = exec::checked(iptables, &["-w", "-t", table, "-S", chain], None).await?;
+    let listing =
+        command::checked(iptables, &["-w", "-t", table, "-S", chain], None, FAILURE).await?;
     let wanted = format!("-A {chain} {}", rule.join(" "));
     let appended: Vec<&str> = listing
         .lines()
@@ -102,9 +120,9 @@ async fn ensure_first(
     }
     for _ in 0..copies {
         let delete = [&["-w", "-t", table, "-D", chain][..], rule].concat();
-        exec::checked(iptables, &delete, None).await?;
+        command::checked(iptables, &delete, None, FAILURE).await?;
     }
     let insert = [&["-w", "-t", table, "-I", chain, "1"][..], rule].concat();
-    exec::checked(iptables, &insert, None).await?;
+    command::checked(iptables, &insert, None, FAILURE).await?;
     Ok(true)
 }

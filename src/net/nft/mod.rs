@@ -15,11 +15,13 @@
 pub mod apply;
 pub mod check;
 pub mod docker;
-mod exec;
 pub mod render;
 pub mod table;
 
 pub use apply::Nft;
+
+/// The code of every failure to run `nft` or `iptables`: the isolation cannot be brought up.
+const FAILURE: crate::error::Code = crate::error::Code::IsolationUnavailable;
 pub use check::{drift, self_test};
 pub use docker::ensure_docker_exemptions;
 pub use render::{RulesetSpec, Scope, render};

@@ -1,7 +1,7 @@
-//! Runs one external command for this module's I/O edges (`nft`, `iptables`): a configured
-//! argv prefix plus arguments, optional stdin, a deadline, and failures turned into
-//! `isolation_unavailable` errors that carry the command, its exit status and its stderr.
-//! It decides nothing about what the output means.
+//! Runs one external command for the networking's I/O edges (`nft`, `iptables`, `ip`, `wg`): an
+//! argv prefix plus arguments, optional stdin, a deadline, and failures turned into errors of
+//! the caller's code that carry the command, its exit status and its stderr. It decides
+//! nothing about what the output means.
 
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -20,17 +20,15 @@ const STDERR_KEPT: usize = 2000;
 
 /// Runs `prefix` + `args`, feeding `stdin` if given, under the C locale (so messages can be
 /// matched) and a deadline. A non-zero exit is returned as an `Output`, not an error; only a
-/// command that cannot be run or does not finish is one.
-pub(super) async fn run(
+/// command that cannot be run or does not finish is one, with `code`.
+pub(crate) async fn run(
     prefix: &[String],
     args: &[&str],
     stdin: Option<&str>,
+    code: Code,
 ) -> Result<Output, Error> {
     let Some((program, prefix_args)) = prefix.split_first() else {
-        return Err(Error::new(
-            Code::IsolationUnavailable,
-            "the command to run is empty",
-        ));
+        return Err(Error::new(code, "the command to run is empty"));
     };
     let mut command = Command::new(program);
     command
@@ -46,11 +44,8 @@ pub(super) async fn run(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let unavailable = |what: &str, detail: String| {
-        Error::new(
-            Code::IsolationUnavailable,
-            format!("{what} `{program}`: {detail}"),
-        )
-        .with("command", command_line(prefix, args))
+        Error::new(code, format!("{what} `{program}`: {detail}"))
+            .with("command", command_line(prefix, args))
     };
     let mut child = command
         .spawn()
@@ -80,21 +75,22 @@ pub(super) async fn run(
 }
 
 /// Like [`run`], but a non-zero exit is an error too; returns stdout.
-pub(super) async fn checked(
+pub(crate) async fn checked(
     prefix: &[String],
     args: &[&str],
     stdin: Option<&str>,
+    code: Code,
 ) -> Result<String, Error> {
-    let output = run(prefix, args, stdin).await?;
+    let output = run(prefix, args, stdin, code).await?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
-        Err(failed(prefix, args, &output))
+        Err(failed(prefix, args, &output, code))
     }
 }
 
-/// The error for a command that exited unsuccessfully.
-pub(super) fn failed(prefix: &[String], args: &[&str], output: &Output) -> Error {
+/// The error (with `code`) for a command that exited unsuccessfully.
+pub(crate) fn failed(prefix: &[String], args: &[&str], output: &Output, code: Code) -> Error {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stderr = stderr.trim();
     let mut end = stderr.len().min(STDERR_KEPT);
@@ -103,7 +99,7 @@ pub(super) fn failed(prefix: &[String], args: &[&str], output: &Output) -> Error
     }
     let first_line = stderr.lines().next().unwrap_or("no message");
     Error::new(
-        Code::IsolationUnavailable,
+        code,
         format!("`{}` failed: {first_line}", command_line(prefix, args)),
     )
     .with("command", command_line(prefix, args))
