@@ -60,11 +60,14 @@ pub async fn run(
     let mut supervisor = Supervisor::new(member, settings, key);
     let mut tick = tokio::time::interval(supervisor.drift_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first pass and every tick check everything; a state change only follows it.
+    let mut checks = true;
     loop {
-        supervisor.converge().await;
+        supervisor.converge(checks).await;
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tick.tick() => checks = true,
             message = changes.recv() => {
+                checks = false;
                 if message.is_none() {
                     return;
                 }
@@ -119,8 +122,9 @@ impl Supervisor {
         }
     }
 
-    /// One pass: isolation, mesh, DNS, routes.
-    async fn converge(&mut self) {
+    /// One pass: isolation, mesh, DNS, routes; `checks` adds the periodic checks of the
+    /// isolation (Docker exemptions, drift).
+    async fn converge(&mut self, checks: bool) {
         let node = self.member.name.clone();
         let Some(view) = self
             .member
@@ -128,23 +132,28 @@ impl Supervisor {
         else {
             return;
         };
-        let isolation = self.isolate(&view).await;
+        let isolation = self.isolate(&view, checks).await;
         self.report_isolation(isolation).await;
         self.follow_mesh(&view).await;
         self.follow_dns(&view).await;
         self.follow_routes(&view).await;
     }
 
-    /// Applies the ruleset when it changed, else repairs drift; the self-test runs after every
-    /// apply.
-    async fn isolate(&mut self, view: &NetworkView) -> Result<(), Error> {
+    /// Applies the ruleset when it changed; with `checks`, also re-asserts the Docker
+    /// exemptions and repairs drift. The self-test runs after every apply. A state change that
+    /// leaves the ruleset as it is costs nothing here (replica reports are frequent).
+    async fn isolate(&mut self, view: &NetworkView, checks: bool) -> Result<(), Error> {
+        let spec = ruleset(&self.settings.nft_table, view);
+        let unchanged = self.applied.as_ref() == Some(&spec);
+        if unchanged && !checks {
+            return self.isolation.clone().unwrap_or(Ok(()));
+        }
         if let Err(error) = ensure_docker_exemptions(&self.iptables, view.pool).await {
             // Without Docker's own rules (no Docker, no iptables) nothing needs exempting;
             // cross-node traffic breaks only where Docker's rules exist, so this is a warning.
             tracing::warn!(error = %error.render(true), "cannot ensure the Docker exemptions");
         }
-        let spec = ruleset(&self.settings.nft_table, view);
-        if self.applied.as_ref() == Some(&spec) {
+        if unchanged {
             let observed = self.nft.read_back(&spec.table).await?;
             let Some(diff) = drift(&spec, observed.as_ref()) else {
                 return Ok(());
