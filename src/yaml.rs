@@ -201,6 +201,50 @@ fn plain_float(text: &str) -> Option<f64> {
     }
 }
 
+/// Loads a small closed-schema document (daemon.yaml, the bootstrap file) into `T` through
+/// serde: a syntax error is `parse_failed` with its line and column, an unknown or mistyped
+/// key `validation_failed` naming the field and, when it can be found, its line. An empty
+/// document loads as `T::default()`. `label` names the document in messages (its path).
+pub fn deserialize<T>(label: &str, text: &str) -> Result<T, crate::error::Error>
+where
+    T: serde::de::DeserializeOwned + Default,
+{
+    use crate::error::{Code, Error};
+    let root = parse(text).map_err(|e| {
+        Error::new(Code::ParseFailed, format!("{label}: {e}"))
+            .with("file", label)
+            .with("line", e.mark.line)
+            .with("column", e.mark.column)
+    })?;
+    if root.as_map().is_some_and(<[_]>::is_empty) {
+        return Ok(T::default());
+    }
+    serde_json::from_value(root.to_json()).map_err(|e| {
+        let message = e.to_string();
+        let mut error =
+            Error::new(Code::ValidationFailed, format!("{label}: {message}")).with("file", label);
+        // serde names the offending key as `unknown field `x``; point at its line.
+        if let Some(key) = message.split('`').nth(1)
+            && let Some((k, _)) = find_key(&root, key)
+        {
+            error = error
+                .with("field", key)
+                .with("line", k.mark.line)
+                .with("column", k.mark.column);
+        }
+        error
+    })
+}
+
+/// The first mapping entry named `key`, searching depth first.
+fn find_key<'a>(node: &'a Node, key: &str) -> Option<&'a (Node, Node)> {
+    let entries = node.as_map()?;
+    entries
+        .iter()
+        .find(|(k, _)| k.as_scalar() == Some(key))
+        .or_else(|| entries.iter().find_map(|(_, v)| find_key(v, key)))
+}
+
 /// Parses one YAML document. An empty document loads as an empty mapping.
 pub fn parse(source: &str) -> Result<Node, SyntaxError> {
     let source = source.strip_prefix('\u{feff}').unwrap_or(source);

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use jaco::error::Code;
 use jaco::proto::v1 as pb;
+use jaco::proto::v1::cluster_client::ClusterClient;
 use support::daemons::{DEADLINE, Daemons};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -754,5 +755,95 @@ async fn a_storage_error_makes_the_daemon_exit_non_zero() {
         cluster.log_tail(0).contains("raft storage failed"),
         "{}",
         cluster.log_tail(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unattended_first_boot_inits_from_a_seed_and_the_next_node_joins_from_its_file() {
+    let cluster = Daemons::start(2, "leader_wait_ms: 100\n");
+    let seed = cluster.dir().join("seed");
+    let seed_arg = seed.to_string_lossy().into_owned();
+    let (status, out, err) = cli(
+        &cluster,
+        0,
+        &["cluster", "seed", "--out", &seed_arg, "--name", "lab"],
+    );
+    assert_eq!(status, 0, "{out}{err}");
+    let socket = |i: usize| cluster.nodes[i].socket.to_string_lossy().into_owned();
+    let bootstrap = |i: usize, file: &std::path::Path, attempts: &str| {
+        cli(
+            &cluster,
+            i,
+            &[
+                "--socket",
+                &socket(i),
+                "cluster",
+                "bootstrap",
+                "--file",
+                &file.to_string_lossy(),
+                "--attempts",
+                attempts,
+            ],
+        )
+    };
+
+    let (status, out, err) = bootstrap(0, &seed.join("bootstrap-init.yaml"), "3");
+    assert_eq!(status, 0, "{out}{err}");
+    assert!(
+        out.contains("initialised cluster") && out.contains("seeded operator token"),
+        "{out}"
+    );
+    let (status, out, _) = bootstrap(0, &seed.join("bootstrap-init.yaml"), "1");
+    assert_eq!(status, 0);
+    assert!(out.contains("already a member"), "{out}");
+
+    // The operator's seeded token and CA work over TLS: the node's CA is the seeded one.
+    assert_eq!(
+        cluster.ca_pem(0),
+        std::fs::read_to_string(seed.join("ca.pem")).unwrap()
+    );
+    let token = std::fs::read_to_string(seed.join("token")).unwrap();
+    let (status, out) = remote_token_list(&cluster, 1, 0, token.trim());
+    assert_eq!(status, 0, "{out}");
+    assert!(out.contains("\"bootstrap\""), "{out}");
+
+    // A join file with a wrong token: every attempt fails with the reason, the node stays out.
+    let bad = cluster.dir().join("bad-join.yaml");
+    let ca = std::fs::read_to_string(seed.join("ca.pem")).unwrap();
+    let join_file = |token: &str| {
+        let indented: String = ca.lines().map(|l| format!("    {l}\n")).collect();
+        format!(
+            "join:\n  peers: [\"{}\"]\n  token: {token}\n  ca_cert: |\n{indented}",
+            cluster.api_addr(0)
+        )
+    };
+    std::fs::write(&bad, join_file("jacojoin.0000")).unwrap();
+    let (status, _, err) = bootstrap(1, &bad, "2");
+    assert_eq!(status, 1, "{err}");
+    assert!(
+        err.contains("attempt 1 failed") && err.contains("join_token_invalid"),
+        "{err}"
+    );
+    assert!(!cluster.status(1).await.unwrap().initialized);
+
+    let issued = ClusterClient::new(cluster.local(0).await)
+        .issue_join_token(pb::IssueJoinTokenRequest {
+            node_name: cluster.nodes[1].name.clone(),
+            sans: vec![cluster.net.addr(1).to_string()],
+            ttl_ms: 0,
+        })
+        .await
+        .expect("issue a join token")
+        .into_inner();
+    let good = cluster.dir().join("join.yaml");
+    std::fs::write(&good, join_file(&issued.token)).unwrap();
+    let (status, out, err) = bootstrap(1, &good, "3");
+    assert_eq!(status, 0, "{out}{err}");
+    assert!(out.contains("joined cluster"), "{out}");
+    let joined = cluster.status(1).await.unwrap();
+    assert!(joined.initialized);
+    assert_eq!(
+        joined.cluster_id,
+        cluster.status(0).await.unwrap().cluster_id
     );
 }

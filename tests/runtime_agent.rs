@@ -64,10 +64,15 @@ impl Node {
             audit_retention: 1000,
             ipam_pool: pool.cidr.clone(),
         };
-        let (member, _) =
-            lifecycle::init(&settings, "agent-test", &defaults, Arc::new(Metrics::new()))
-                .await
-                .expect("a single-node cluster");
+        let (member, _) = lifecycle::init(
+            &settings,
+            "agent-test",
+            Default::default(),
+            &defaults,
+            Arc::new(Metrics::new()),
+        )
+        .await
+        .expect("a single-node cluster");
         let secrets_dir = dir.path().join("secrets");
         let (stop, stopped) = watch::channel(false);
         let agent = tokio::spawn(jaco::runtime::agent::run(

@@ -117,9 +117,11 @@ impl Cluster for ClusterService {
             .with("node", &member.name)
             .into());
         }
+        let seed = lifecycle::InitSeed::from_request(request.get_ref())?;
         let (member, reply) = lifecycle::init(
             &self.context.settings,
             &request.get_ref().cluster_name,
+            seed,
             &self.context.cluster_defaults,
             self.context.metrics.clone(),
         )

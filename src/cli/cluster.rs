@@ -1,4 +1,5 @@
-//! `jaco cluster init|join|status`: create a cluster on this node, join one, show its health.
+//! `jaco cluster init|join|status|seed|bootstrap`: create a cluster on this node, join one, show
+//! its health (seed and bootstrap, the unattended first boot, live in [`super::bootstrap`]).
 //!
 //! Role: adapter between the command line and the daemon's `Cluster` service (Init, Join,
 //! Status) through [`super::client`]. Contract: `cluster init` prints the bootstrap operator
@@ -44,6 +45,12 @@ pub enum ClusterCommand {
     Join(JoinArgs),
     /// Show the cluster: id, leader, raft term and index, and every node with its role
     Status(StatusArgs),
+    /// Write a new cluster's CA and operator token, and the first node's bootstrap file and
+    /// cloud-init user-data, so that an unattended first boot initialises it (offline)
+    Seed(super::bootstrap::SeedArgs),
+    /// Initialise or join from a bootstrap file (written by cloud-init), retrying until this
+    /// node is a member; a node that already is one succeeds at once
+    Bootstrap(super::bootstrap::BootstrapArgs),
 }
 
 /// Arguments of `jaco cluster init`.
@@ -78,6 +85,7 @@ pub fn run(args: &ClusterArgs, ctx: &mut Context<'_>) -> Result<(), Failure> {
             let target = Target::of(ctx)?;
             let request = InitRequest {
                 cluster_name: init.name.clone().unwrap_or_default(),
+                ..Default::default()
             };
             let response = client::run(&target, |c| async move {
                 Ok(c.cluster().init(request).await?.into_inner())
@@ -103,6 +111,8 @@ pub fn run(args: &ClusterArgs, ctx: &mut Context<'_>) -> Result<(), Failure> {
             })?;
             ctx.print(&ClusterStatus::from(&response), ClusterStatus::text)
         }
+        ClusterCommand::Seed(seed) => super::bootstrap::seed(seed, ctx),
+        ClusterCommand::Bootstrap(bootstrap) => super::bootstrap::bootstrap(bootstrap, ctx),
     }
 }
 

@@ -26,6 +26,7 @@ use crate::error::{Code, Error};
 pub mod args;
 pub mod audit;
 pub mod backup;
+pub mod bootstrap;
 pub mod client;
 pub mod cluster;
 pub mod completion;

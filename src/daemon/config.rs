@@ -271,39 +271,7 @@ pub fn load(
 }
 
 fn parse(path: &Path, text: &str) -> Result<DaemonConfig, Error> {
-    let invalid =
-        |message: String| Error::new(Code::ValidationFailed, message).with("file", path.display());
-    let root = yaml::parse(text).map_err(|e| {
-        Error::new(Code::ParseFailed, format!("{}: {e}", path.display()))
-            .with("file", path.display())
-            .with("line", e.mark.line)
-            .with("column", e.mark.column)
-    })?;
-    if root.as_map().is_some_and(<[_]>::is_empty) {
-        return Ok(DaemonConfig::default());
-    }
-    serde_json::from_value(root.to_json()).map_err(|e| {
-        let message = e.to_string();
-        let mut error = invalid(format!("{}: {message}", path.display()));
-        // serde names the offending key as `unknown field `x``; point at its line.
-        if let Some(key) = message.split('`').nth(1)
-            && let Some((k, _)) = find_key(&root, key)
-        {
-            error = error
-                .with("field", key)
-                .with("line", k.mark.line)
-                .with("column", k.mark.column);
-        }
-        error
-    })
-}
-
-fn find_key<'a>(node: &'a yaml::Node, key: &str) -> Option<&'a (yaml::Node, yaml::Node)> {
-    let entries = node.as_map()?;
-    entries
-        .iter()
-        .find(|(k, _)| k.as_scalar() == Some(key))
-        .or_else(|| entries.iter().find_map(|(_, v)| find_key(v, key)))
+    yaml::deserialize(&path.display().to_string(), text)
 }
 
 fn validate(path: &Path, config: DaemonConfig) -> Result<DaemonConfig, Error> {
