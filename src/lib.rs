@@ -30,4 +30,5 @@ pub mod raft;
 pub mod runtime;
 pub mod scheduler;
 pub mod state;
+pub mod upgrade;
 pub mod yaml;
