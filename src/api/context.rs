@@ -30,6 +30,7 @@ pub struct ApiContext {
     member: watch::Sender<Option<Arc<Member>>>,
     lifecycle: Mutex<()>,
     runtime: OnceLock<Arc<dyn Runtime>>,
+    upgrade: OnceLock<Arc<crate::daemon::upgrade::UpgradeHost>>,
 }
 
 impl ApiContext {
@@ -47,6 +48,7 @@ impl ApiContext {
             member: watch::Sender::new(member),
             lifecycle: Mutex::new(()),
             runtime: OnceLock::new(),
+            upgrade: OnceLock::new(),
         }
     }
 
@@ -95,6 +97,22 @@ impl ApiContext {
             )
             .with("node", &self.settings.name)
             .with("reason", "no_runtime")
+        })
+    }
+
+    /// Hands the node's upgrade host to the `Upgrade` service; the first call wins.
+    pub fn set_upgrade_host(&self, host: Arc<crate::daemon::upgrade::UpgradeHost>) {
+        let _ = self.upgrade.set(host);
+    }
+
+    /// The node's upgrade host, or `internal` when the daemon runs without one (tests).
+    pub fn upgrade_host(&self) -> Result<Arc<crate::daemon::upgrade::UpgradeHost>, Error> {
+        self.upgrade.get().cloned().ok_or_else(|| {
+            Error::new(
+                Code::Internal,
+                format!("node {} is not set up for upgrades", self.settings.name),
+            )
+            .with("reason", "no_upgrade_host")
         })
     }
 

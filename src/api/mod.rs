@@ -19,3 +19,4 @@ pub mod replica_io;
 pub mod server;
 pub mod submit;
 pub mod tokens;
+pub mod upgrade;

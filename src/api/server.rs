@@ -19,6 +19,7 @@ use super::edge::{EdgeLayer, Transport};
 use super::internal::InternalService;
 use super::registry::RegistryService;
 use super::tokens::TokensService;
+use super::upgrade::UpgradeService;
 use crate::daemon::member::Member;
 use crate::error::{Code, Error};
 use crate::pki::ClientAuth;
@@ -29,6 +30,7 @@ use crate::proto::v1::deploy_server::DeployServer;
 use crate::proto::v1::internal_server::InternalServer;
 use crate::proto::v1::registry_server::RegistryServer;
 use crate::proto::v1::tokens_server::TokensServer;
+use crate::proto::v1::upgrade_server::UpgradeServer;
 use crate::raft::MAX_RAFT_MESSAGE_BYTES;
 
 fn serve_error(listener: &str, error: tonic::transport::Error) -> Error {
@@ -51,6 +53,7 @@ pub async fn serve_local(
         .add_service(TokensServer::new(TokensService::new(context.clone())))
         .add_service(AuditServer::new(AuditService::new(context.clone())))
         .add_service(RegistryServer::new(RegistryService::new(context.clone())))
+        .add_service(UpgradeServer::new(UpgradeService::new(context.clone())))
         .add_service(DeployServer::new(DeployService::new(context)))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
@@ -83,6 +86,7 @@ pub async fn serve_tls(
         .add_service(TokensServer::new(TokensService::new(context.clone())))
         .add_service(AuditServer::new(AuditService::new(context.clone())))
         .add_service(RegistryServer::new(RegistryService::new(context.clone())))
+        .add_service(UpgradeServer::new(UpgradeService::new(context.clone())))
         .add_service(DeployServer::new(DeployService::new(context)))
         .add_service(
             InternalServer::new(internal)

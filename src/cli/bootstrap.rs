@@ -336,7 +336,8 @@ pub fn cloud_config_writing(bootstrap: &str) -> String {
     )
 }
 
-fn write_new(path: &Path, content: &str, mode: u32) -> Result<(), Error> {
+/// Creates `path` with `content` and `mode`; an existing file is never overwritten.
+pub(crate) fn write_new(path: &Path, content: &str, mode: u32) -> Result<(), Error> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -38,6 +38,7 @@ use crate::proto::v1::cluster_client::ClusterClient;
 use crate::proto::v1::deploy_client::DeployClient;
 use crate::proto::v1::registry_client::RegistryClient;
 use crate::proto::v1::tokens_client::TokensClient;
+use crate::proto::v1::upgrade_client::UpgradeClient;
 
 /// How long opening the connection (socket, TCP and TLS handshake) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -244,6 +245,11 @@ impl Connection {
     /// A client of the `Deploy` service.
     pub fn deploy(&self) -> DeployClient<Service> {
         DeployClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    /// The `Upgrade` service.
+    pub fn upgrade(&self) -> UpgradeClient<Service> {
+        UpgradeClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 }
 

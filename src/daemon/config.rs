@@ -53,6 +53,8 @@ pub struct DaemonConfig {
     pub capacity: CapacitySettings,
     /// Isolation, mesh, DNS and L4 routes (SPEC §7).
     pub network: NetworkSettings,
+    /// Signed OS and binary upgrades of this node (SPEC §9.3).
+    pub upgrade: UpgradeSettings,
 }
 
 /// Log output format.
@@ -212,6 +214,49 @@ impl Default for NetworkSettings {
     }
 }
 
+/// Upgrades of this node (SPEC §9.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpgradeSettings {
+    /// `auto` (the A/B appliance when the os-release file says `IMAGE_ID=jaco`, else the
+    /// binary swap), `appliance` or `binary`.
+    pub mode: String,
+    /// The os-release file that names the running image and its version.
+    pub os_release: PathBuf,
+    /// The disk holding the `root-a`/`root-b` slots (appliance).
+    pub disk: PathBuf,
+    /// Where the EFI system partition is mounted (appliance).
+    pub esp: PathBuf,
+    /// The kernel command line of the running boot (appliance: which slot runs).
+    pub cmdline: PathBuf,
+    /// Directory of trusted minisign public keys (`*.pub`).
+    pub keys_dir: PathBuf,
+    /// Pending upgrade, gate verdict, deny-list and uploaded bundles (default
+    /// `<data_dir>/upgrade`).
+    pub state_dir: Option<PathBuf>,
+    /// The command that reboots the machine once a slot is installed (words separated by
+    /// spaces).
+    pub reboot_command: String,
+    /// The binary the swap replaces (binary mode; default: the running executable).
+    pub binary: Option<PathBuf>,
+}
+
+impl Default for UpgradeSettings {
+    fn default() -> Self {
+        UpgradeSettings {
+            mode: "auto".to_owned(),
+            os_release: PathBuf::from("/etc/os-release"),
+            disk: PathBuf::from("/dev/vda"),
+            esp: PathBuf::from(crate::upgrade::esp::DEFAULT_ESP),
+            cmdline: PathBuf::from("/proc/cmdline"),
+            keys_dir: PathBuf::from(crate::upgrade::keys::DEFAULT_KEYS_DIR),
+            state_dir: None,
+            reboot_command: "systemctl reboot".to_owned(),
+            binary: None,
+        }
+    }
+}
+
 impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
@@ -231,6 +276,7 @@ impl Default for DaemonConfig {
             scheduler: SchedulerSettings::default(),
             capacity: CapacitySettings::default(),
             network: NetworkSettings::default(),
+            upgrade: UpgradeSettings::default(),
         }
     }
 }
@@ -365,6 +411,27 @@ fn validate(path: &Path, config: DaemonConfig) -> Result<DaemonConfig, Error> {
         );
     }
     validate_network(&config.network).map_err(|e| e.with("file", path.display()))?;
+    if !["auto", "appliance", "binary"].contains(&config.upgrade.mode.as_str()) {
+        return invalid(
+            "upgrade.mode",
+            format!(
+                "upgrade.mode {:?} must be auto, appliance or binary",
+                config.upgrade.mode
+            ),
+        );
+    }
+    if config
+        .upgrade
+        .reboot_command
+        .split_whitespace()
+        .next()
+        .is_none()
+    {
+        return invalid(
+            "upgrade.reboot_command",
+            "upgrade.reboot_command must name a program".to_owned(),
+        );
+    }
     Ok(config)
 }
 

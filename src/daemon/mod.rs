@@ -21,3 +21,4 @@ pub mod node_info;
 pub mod reconcile;
 pub mod restore;
 pub mod run;
+pub mod upgrade;

@@ -83,12 +83,14 @@ pub struct MeshIdentity {
     pub endpoint: String,
 }
 
-/// Submits this node's capacity, version, architecture and mesh identity, keeping the rest of
+/// Submits this node's capacity, version, OS image version and boot slot, architecture and
+/// mesh identity, keeping the rest of
 /// its record.
 pub async fn report(
     member: Arc<Member>,
     settings: CapacitySettings,
     mesh: MeshIdentity,
+    os: super::upgrade::OsFacts,
     mut stop: watch::Receiver<bool>,
 ) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -116,8 +118,8 @@ pub async fn report(
             capacity: Some(capacity),
             labels: node.labels,
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            os_version: node.os_version,
-            boot_slot: node.boot_slot,
+            os_version: os.os_version.clone(),
+            boot_slot: os.boot_slot.clone(),
             arch: std::env::consts::ARCH.to_owned(),
         };
         let kind = pb::command::Kind::UpdateNodeInfo(info);

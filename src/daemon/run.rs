@@ -157,6 +157,7 @@ pub async fn run(config: DaemonConfig) -> Result<(), Error> {
     // The engine is contacted lazily: a node whose Docker is down still starts, and says so.
     let runtime: Arc<dyn Runtime> = Arc::new(Docker::new(&config.runtime.docker_socket));
     context.set_runtime(runtime.clone());
+    context.set_upgrade_host(Arc::new(super::upgrade::UpgradeHost::new(&config)));
     let member_task = tokio::spawn(run_member(
         context.clone(),
         config.clone(),
@@ -314,10 +315,17 @@ async fn run_member(
         mesh_key,
         stop.clone(),
     ));
+    let upgrade_host = Arc::new(super::upgrade::UpgradeHost::new(&config));
     tokio::spawn(super::node_info::report(
         member.clone(),
         config.capacity.clone(),
         mesh_identity,
+        upgrade_host.os_facts(),
+        stop.clone(),
+    ));
+    tokio::spawn(super::upgrade::report_after_boot(
+        member.clone(),
+        upgrade_host,
         stop.clone(),
     ));
     tokio::spawn(record_restore(

@@ -212,6 +212,7 @@ fn node_audit(
                 .to_ascii_lowercase(),
         ),
         ("code", status.code.clone()),
+        ("reason", status.message.clone()),
     ]);
     Some((event_type, details))
 }

@@ -110,7 +110,7 @@ impl TrustedKeys {
 /// A release signing key loaded from a minisign secret key file. An encrypted key takes its
 /// password from `password` (the CLI reads it from a file or the environment, never argv).
 pub fn load_secret_key(path: &Path, password: Option<String>) -> Result<SecretKey, Error> {
-    SecretKey::from_file(path, password).map_err(|e| {
+    let unusable = |e: &dyn std::fmt::Display| {
         Error::new(
             Code::ValidationFailed,
             format!(
@@ -120,7 +120,33 @@ pub fn load_secret_key(path: &Path, password: Option<String>) -> Result<SecretKe
         )
         .with("field", "key")
         .with("path", path.display())
-    })
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| unusable(&e))?;
+    let boxed = minisign::SecretKeyBox::from_string(&text).map_err(|e| unusable(&e))?;
+    match password {
+        // A key made without a password (`minisign -G -W`, the CI test key).
+        None => boxed.into_unencrypted_secret_key(),
+        Some(password) => boxed.into_secret_key(Some(password)),
+    }
+    .map_err(|e| unusable(&e))
+}
+
+/// A new key pair as minisign files' text: (secret key, public key). With a password the
+/// secret key is encrypted (scrypt), as release keys should be; without, it is stored in the
+/// clear (test keys only).
+pub fn generate(password: Option<String>, comment: &str) -> Result<(String, String), Error> {
+    let failed = |e: minisign::PError| {
+        Error::new(Code::Internal, format!("generating a key pair failed: {e}"))
+            .with("reason", "keygen_failed")
+    };
+    let pair = match password {
+        Some(password) => minisign::KeyPair::generate_encrypted_keypair(Some(password)),
+        None => minisign::KeyPair::generate_unencrypted_keypair(),
+    }
+    .map_err(failed)?;
+    let secret = pair.sk.to_box(Some(comment)).map_err(failed)?.into_string();
+    let public = pair.pk.to_box().map_err(failed)?.into_string();
+    Ok((secret, public))
 }
 
 /// Signs `data`; returns the `.minisig` text.
@@ -184,6 +210,24 @@ pub(crate) mod tests {
             let error = result.unwrap_err();
             assert_eq!(error.code, Code::UpgradeVerificationFailed);
             assert_eq!(error.details["reason"], reason);
+        }
+    }
+
+    #[test]
+    fn generated_key_files_load_and_sign_for_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        for password in [None, Some("correct horse".to_owned())] {
+            let (secret, public) = generate(password.clone(), "test key").unwrap();
+            let path = dir.path().join("k.key");
+            std::fs::write(&path, secret).unwrap();
+            let key = load_secret_key(&path, password.clone()).unwrap();
+            let signature = sign(&key, b"data", "t").unwrap();
+            let keys = trusting(&[&public]);
+            assert!(keys.verify(b"data", &signature).is_ok());
+            if password.is_some() {
+                let error = load_secret_key(&path, Some("wrong".into())).unwrap_err();
+                assert_eq!(error.code, Code::ValidationFailed);
+            }
         }
     }
 

@@ -1,0 +1,432 @@
+//! This node's side of upgrades: what host it is (A/B appliance or plain binary), installing a
+//! verified bundle and rebooting, and reporting after the reboot how the upgrade ended.
+//!
+//! Role: the thin I/O edge between the daemon and [`crate::upgrade`] — reads os-release, the
+//! kernel command line and the settings, runs the installers on blocking threads, runs the
+//! reboot command, and turns the pending record left on the data partition into the plan's
+//! node status (`succeeded`, or `rolled_back` with the failed version deny-listed) once the
+//! node is back. It must not decide versions, slots or verdicts itself.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::config::{DaemonConfig, UpgradeSettings};
+use super::member::Member;
+use crate::api::auth::Identity;
+use crate::error::{Code, Error};
+use crate::proto::v1 as pb;
+use crate::upgrade::bundle::Verified;
+use crate::upgrade::esp::Esp;
+use crate::upgrade::install::{self, Appliance, Installed, Request};
+use crate::upgrade::keys::TrustedKeys;
+use crate::upgrade::manifest::{BundleKind, host_arch};
+use crate::upgrade::record::{self, Outcome, Records};
+use crate::upgrade::slots::Slots;
+use crate::upgrade::{binary, disk};
+
+/// How often the post-boot reporter looks again (node readiness, blessing).
+const REPORT_POLL: Duration = Duration::from_secs(2);
+
+/// What this host is, read at the moment of asking.
+#[derive(Debug, Clone)]
+pub enum HostKind {
+    /// The A/B appliance.
+    Appliance(Appliance),
+    /// A plain host: the binary is swapped.
+    Binary {
+        /// The binary to replace.
+        binary: PathBuf,
+    },
+}
+
+/// The running OS as the node reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OsFacts {
+    /// The appliance image version (empty off the appliance).
+    pub os_version: String,
+    /// The running slot (`a`, `b`; empty off the appliance).
+    pub boot_slot: String,
+}
+
+/// The node's upgrade settings and records.
+#[derive(Debug, Clone)]
+pub struct UpgradeHost {
+    settings: UpgradeSettings,
+    records: Records,
+}
+
+impl UpgradeHost {
+    /// The host as `config` describes it.
+    pub fn new(config: &DaemonConfig) -> UpgradeHost {
+        let state_dir = config
+            .upgrade
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("upgrade"));
+        UpgradeHost {
+            settings: config.upgrade.clone(),
+            records: Records::at(&state_dir),
+        }
+    }
+
+    /// The records on the data partition.
+    pub fn records(&self) -> &Records {
+        &self.records
+    }
+
+    /// Where uploaded bundles are kept.
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.records.dir().join("uploads")
+    }
+
+    /// The trusted keys.
+    pub fn keys(&self) -> Result<TrustedKeys, Error> {
+        TrustedKeys::load_dir(&self.settings.keys_dir)
+    }
+
+    fn os_release(&self) -> String {
+        std::fs::read_to_string(&self.settings.os_release).unwrap_or_default()
+    }
+
+    /// Whether this is the appliance (`mode`, or os-release's `IMAGE_ID=jaco` for `auto`).
+    pub fn is_appliance(&self) -> bool {
+        match self.settings.mode.as_str() {
+            "appliance" => true,
+            "binary" => false,
+            _ => os_release_field(&self.os_release(), "IMAGE_ID").as_deref() == Some("jaco"),
+        }
+    }
+
+    /// The running version: the image's on the appliance, the binary's elsewhere.
+    pub fn running_version(&self) -> String {
+        if self.is_appliance() {
+            os_release_field(&self.os_release(), "IMAGE_VERSION").unwrap_or_default()
+        } else {
+            env!("CARGO_PKG_VERSION").to_owned()
+        }
+    }
+
+    /// The running OS facts for the node's record.
+    pub fn os_facts(&self) -> OsFacts {
+        if !self.is_appliance() {
+            return OsFacts::default();
+        }
+        let boot_slot = self
+            .appliance()
+            .ok()
+            .and_then(|a| {
+                let slots = Slots::find(&disk::read_partitions(&a.disk).ok()?).ok()?;
+                slots.running(&a.cmdline).ok()
+            })
+            .map(|slot| slot.name().to_owned())
+            .unwrap_or_default();
+        OsFacts {
+            os_version: self.running_version(),
+            boot_slot,
+        }
+    }
+
+    fn appliance(&self) -> Result<Appliance, Error> {
+        let cmdline = std::fs::read_to_string(&self.settings.cmdline)
+            .map_err(|e| crate::upgrade::io_failed("read", &self.settings.cmdline, &e))?;
+        Ok(Appliance {
+            disk: self.settings.disk.clone(),
+            esp: Esp::at(&self.settings.esp),
+            cmdline,
+            running_version: self.running_version(),
+            arch: host_arch().to_owned(),
+            records: self.records.clone(),
+        })
+    }
+
+    /// What this host is now.
+    pub fn kind(&self) -> Result<HostKind, Error> {
+        if self.is_appliance() {
+            return self.appliance().map(HostKind::Appliance);
+        }
+        let binary = match &self.settings.binary {
+            Some(binary) => binary.clone(),
+            None => std::env::current_exe().map_err(|e| {
+                Error::new(
+                    Code::Internal,
+                    format!("cannot find the running binary: {e}"),
+                )
+                .with("reason", "io_failed")
+            })?,
+        };
+        Ok(HostKind::Binary { binary })
+    }
+
+    /// Verifies a bundle and checks the version rules; writes nothing. Blocking.
+    pub fn admit(&self, bundle: &Path, force: bool) -> Result<Verified, Error> {
+        let keys = self.keys()?;
+        let kind = if self.is_appliance() {
+            BundleKind::Appliance
+        } else {
+            BundleKind::Binary
+        };
+        let request = self.request(bundle, &keys, force, "");
+        install::admit(
+            &request,
+            kind,
+            &self.running_version(),
+            host_arch(),
+            &self.records,
+        )
+    }
+
+    fn request<'a>(
+        &self,
+        bundle: &'a Path,
+        keys: &'a TrustedKeys,
+        force: bool,
+        plan_id: &'a str,
+    ) -> Request<'a> {
+        Request {
+            bundle,
+            keys,
+            force,
+            plan_id,
+            now_unix_ms: crate::pki::now_unix_ms(),
+        }
+    }
+
+    /// Installs a bundle (the other slot, or the binary). Blocking.
+    pub fn install(&self, bundle: &Path, force: bool, plan_id: &str) -> Result<Installed, Error> {
+        let keys = self.keys()?;
+        let request = self.request(bundle, &keys, force, plan_id);
+        match self.kind()? {
+            HostKind::Appliance(appliance) => install::install(&appliance, &request),
+            HostKind::Binary { binary } => binary::install(
+                &binary,
+                &self.running_version(),
+                host_arch(),
+                &self.records,
+                &request,
+            ),
+        }
+    }
+
+    /// Runs the reboot command (the appliance boots the new slot; systemd restarts a plain
+    /// host's daemon with the new binary when the command restarts the service).
+    pub async fn reboot(&self) -> Result<(), Error> {
+        let mut words = self.settings.reboot_command.split_whitespace();
+        let program = words.next().expect("validated: names a program");
+        let output = tokio::process::Command::new(program)
+            .args(words)
+            .output()
+            .await
+            .map_err(|e| {
+                Error::new(
+                    Code::UpgradeFailed,
+                    format!("cannot run the reboot command {program}: {e}"),
+                )
+                .with("reason", "reboot_failed")
+            })?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Code::UpgradeFailed,
+                format!(
+                    "the reboot command failed ({}): {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
+            )
+            .with("reason", "reboot_failed"))
+        }
+    }
+
+    /// Whether the running boot is blessed (appliance: its entry carries no boot counter).
+    fn running_boot_blessed(&self) -> bool {
+        let Ok(appliance) = self.appliance() else {
+            return true;
+        };
+        let Ok(slots) = disk::read_partitions(&appliance.disk).and_then(|p| Slots::find(&p)) else {
+            return true;
+        };
+        let Ok(running) = slots.running(&appliance.cmdline) else {
+            return true;
+        };
+        appliance.esp.entries().is_ok_and(|entries| {
+            entries
+                .iter()
+                .filter(|e| e.root.as_deref().and_then(|r| slots.named_by(r)) == Some(running))
+                .all(|e| e.counter.is_none())
+        })
+    }
+}
+
+/// The value of `key` in os-release text (quotes removed).
+pub fn os_release_field(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.trim().split_once('=')?;
+        (k == key).then(|| v.trim().trim_matches(['"', '\'']).to_owned())
+    })
+}
+
+/// The node status that reports `outcome` of `pending`.
+pub fn outcome_status(
+    node: &str,
+    pending: &record::Pending,
+    outcome: &Outcome,
+    now_unix_ms: i64,
+) -> pb::UpgradeNodeStatus {
+    let (state, code, message) = match outcome {
+        Outcome::Succeeded => (
+            pb::UpgradeNodeState::Succeeded,
+            String::new(),
+            String::new(),
+        ),
+        Outcome::RolledBack { reason } => (
+            pb::UpgradeNodeState::RolledBack,
+            Code::UpgradeFailed.to_string(),
+            reason.clone(),
+        ),
+        Outcome::Unknown { running } => (
+            pb::UpgradeNodeState::Failed,
+            Code::UpgradeFailed.to_string(),
+            format!(
+                "the node runs {running}, neither {} nor {}",
+                pending.from_version, pending.to_version
+            ),
+        ),
+    };
+    pb::UpgradeNodeStatus {
+        node: node.to_owned(),
+        state: state.into(),
+        from_version: pending.from_version.clone(),
+        to_version: pending.to_version.clone(),
+        target_slot: pending.target.clone(),
+        code,
+        message,
+        finished_at_unix_ms: now_unix_ms,
+        ..Default::default()
+    }
+}
+
+/// After a boot: once the node is ready (and, on the appliance, its boot blessed or rolled
+/// back), reports how the pending upgrade ended, deny-lists a rolled-back version and forgets
+/// the record.
+pub async fn report_after_boot(
+    member: Arc<Member>,
+    host: Arc<UpgradeHost>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let pending = match host.records().pending() {
+        Ok(Some(pending)) => pending,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::error!(error = %error.render(true), "cannot read the pending upgrade");
+            return;
+        }
+    };
+    loop {
+        if let Err(error) = report_once(&member, &host, &pending).await {
+            tracing::warn!(error = %error.render(true), "upgrade outcome not reported yet; retrying");
+        } else if host.records().pending().ok().flatten().is_none() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(REPORT_POLL) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn report_once(
+    member: &Member,
+    host: &UpgradeHost,
+    pending: &record::Pending,
+) -> Result<(), Error> {
+    let running = host.running_version();
+    let outcome = record::outcome(pending, &running, host.records().gate_failure()?.as_ref());
+    let ready = member
+        .read(|s| s.node(&member.name).map(|n| n.status()))
+        .is_some_and(|status| status == pb::NodeStatus::Ready);
+    // Success is final only once the health gate blessed the boot (a trial boot can still
+    // fall back); a rollback is final as soon as the old version runs.
+    if outcome == Outcome::Succeeded && !(ready && host.running_boot_blessed()) {
+        return Ok(());
+    }
+    if let Outcome::RolledBack { reason } = &outcome {
+        let mut deny = host.records().deny_list()?;
+        if deny.deny(&pending.to_version, reason, crate::pki::now_unix_ms()) {
+            host.records().set_deny_list(&deny)?;
+        }
+    }
+    tracing::info!(from = %pending.from_version, to = %pending.to_version, ?outcome, "upgrade ended");
+    if !pending.plan_id.is_empty() {
+        let status = outcome_status(&member.name, pending, &outcome, crate::pki::now_unix_ms());
+        let plan_state = if outcome == Outcome::Succeeded {
+            pb::UpgradeState::Succeeded
+        } else {
+            pb::UpgradeState::Failed
+        };
+        let reason = status.message.clone();
+        let kind = pb::command::Kind::UpdateUpgrade(pb::UpdateUpgrade {
+            plan_id: pending.plan_id.clone(),
+            state: plan_state.into(),
+            current_node: String::new(),
+            node_status: Some(status),
+            reason,
+        });
+        match member
+            .submit(&Identity::Node(member.name.clone()), kind)
+            .await
+        {
+            // A plan that is gone (history bound) or finished cannot be updated: nothing to tell.
+            Err(error) if error.code == Code::NotFound => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    host.records().clear_pending()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_release_fields_are_read_without_quotes() {
+        let text = "ID=debian\nIMAGE_ID=jaco\nIMAGE_VERSION=\"1.2.0\"\n";
+        assert_eq!(os_release_field(text, "IMAGE_ID").as_deref(), Some("jaco"));
+        assert_eq!(
+            os_release_field(text, "IMAGE_VERSION").as_deref(),
+            Some("1.2.0")
+        );
+        assert_eq!(os_release_field(text, "VERSION_ID"), None);
+    }
+
+    #[test]
+    fn a_rollback_reports_rolled_back_with_the_gate_reason() {
+        let pending = record::Pending {
+            plan_id: "p".into(),
+            from_version: "1.0.0".into(),
+            to_version: "1.1.0".into(),
+            target: "b".into(),
+            installed_at_unix_ms: 1,
+        };
+        let status = outcome_status(
+            "n1",
+            &pending,
+            &Outcome::RolledBack {
+                reason: "isolation failed".into(),
+            },
+            9,
+        );
+        assert_eq!(status.state(), pb::UpgradeNodeState::RolledBack);
+        assert_eq!(status.code, "upgrade_failed");
+        assert_eq!(status.message, "isolation failed");
+        assert_eq!(status.target_slot, "b");
+        let ok = outcome_status("n1", &pending, &Outcome::Succeeded, 9);
+        assert_eq!(ok.state(), pb::UpgradeNodeState::Succeeded);
+        assert!(ok.code.is_empty());
+    }
+}
