@@ -847,3 +847,119 @@ async fn an_unattended_first_boot_inits_from_a_seed_and_the_next_node_joins_from
         cluster.status(0).await.unwrap().cluster_id
     );
 }
+
+/// Signs a plain-host bundle of `payload` as `version` with the key at `key`.
+fn binary_bundle(
+    dir: &std::path::Path,
+    key: &std::path::Path,
+    version: &str,
+    payload: &[u8],
+) -> std::path::PathBuf {
+    let binary = dir.join(format!("jaco-{version}-payload"));
+    std::fs::write(&binary, payload).unwrap();
+    let out = dir.join(format!(
+        "jaco-{version}-{}.bundle",
+        key.file_stem().unwrap().to_string_lossy()
+    ));
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_jaco"))
+        .args(["upgrade", "bundle", "create", "--version", version, "--key"])
+        .arg(key)
+        .arg("--binary")
+        .arg(&binary)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_upgrade_is_verified_swapped_and_a_failed_one_is_rolled_back_and_denied() {
+    let work = tempfile::tempdir().unwrap();
+    let keys_dir = work.path().join("keys");
+    std::fs::create_dir(&keys_dir).unwrap();
+    let keygen = |prefix: &std::path::Path| {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_jaco"))
+            .args(["upgrade", "bundle", "keygen", "--out"])
+            .arg(prefix)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    keygen(&keys_dir.join("release"));
+    keygen(&work.path().join("stranger"));
+    let trusted_key = keys_dir.join("release.key");
+    // The node trusts only release.pub (the secret key lying next to it is not a *.pub).
+    let binary = work.path().join("installed-jaco");
+    std::fs::write(&binary, b"the running binary").unwrap();
+    let extra = format!(
+        "leader_wait_ms: 100\nupgrade:\n  mode: binary\n  binary: {}\n  keys_dir: {}\n  reboot_command: \"true\"\n",
+        binary.display(),
+        keys_dir.display()
+    );
+    let mut cluster = Daemons::start(1, &extra);
+    cluster.init(0).await;
+    let socket = cluster.nodes[0].socket.to_string_lossy().into_owned();
+    let upgrade = |cluster: &Daemons, args: &[&str]| {
+        let mut all = vec!["--socket", &socket, "upgrade"];
+        all.extend_from_slice(args);
+        cli(cluster, 0, &all)
+    };
+
+    // Signed by a key the node does not trust: refused, nothing recorded or written.
+    let untrusted = binary_bundle(
+        work.path(),
+        &work.path().join("stranger.key"),
+        "9.0.0",
+        b"evil",
+    );
+    let (status, _, err) = upgrade(
+        &cluster,
+        &["start", "--bundle", &untrusted.to_string_lossy()],
+    );
+    assert_eq!(status, 1, "{err}");
+    assert!(err.contains("upgrade_verification_failed"), "{err}");
+    assert_eq!(std::fs::read(&binary).unwrap(), b"the running binary");
+    let (_, out, _) = upgrade(&cluster, &["status"]);
+    assert!(out.contains("no upgrade has run"), "{out}");
+
+    // A good bundle: uploaded, verified, swapped in, the old binary kept as .prev.
+    let good = binary_bundle(work.path(), &trusted_key, "9.0.0", b"the new binary");
+    let (status, out, err) = upgrade(&cluster, &["start", "--bundle", &good.to_string_lossy()]);
+    assert_eq!(status, 0, "{out}{err}");
+    assert!(err.contains("rebooting"), "{err}");
+    assert_eq!(std::fs::read(&binary).unwrap(), b"the new binary");
+    let mut previous = binary.as_os_str().to_owned();
+    previous.push(".prev");
+    assert_eq!(std::fs::read(&previous).unwrap(), b"the running binary");
+    let (status, _, err) = upgrade(&cluster, &["start", "--bundle", &good.to_string_lossy()]);
+    assert_eq!(status, 1);
+    assert!(err.contains("upgrade_in_progress"), "{err}");
+
+    // "Reboot": the daemon comes back still running its own version, so the upgrade did not
+    // take. It reports the rollback, audits upgrade_failed and deny-lists 9.0.0.
+    cluster.terminate(0);
+    cluster.launch(0);
+    let deadline = Instant::now() + DEADLINE;
+    let plan = loop {
+        let (_, out, _) = upgrade(&cluster, &["status", "-o", "json"]);
+        if out.contains("\"rolled_back\"") {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rollback reported: {out}\n{}",
+            cluster.log_tail(0)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(plan.contains("\"state\": \"failed\""), "{plan}");
+    assert!(audit_types(&cluster, 0).contains(&"upgrade_failed".to_owned()));
+    let (status, _, err) = upgrade(&cluster, &["start", "--bundle", &good.to_string_lossy()]);
+    assert_eq!(status, 1);
+    assert!(
+        err.contains("deny_listed") || err.contains("failed on this node before"),
+        "{err}"
+    );
+}
