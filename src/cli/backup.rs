@@ -14,8 +14,7 @@
 //! format flag on every command (a command-local `-o` would shadow it).
 //!
 //! This module must not implement the backup file format (`crate::backup` does) and must not
-//! print success for an operation it could not perform. `restore` needs the daemon's state
-//! store, which this build does not wire yet: its handler returns [`Context::needs_daemon`].
+//! print success for an operation it could not perform.
 
 use std::path::{Path, PathBuf};
 

@@ -7,9 +7,8 @@
 //! returns a [`Failure`] that `main` turns into `Error: <code>: <message>` lines on stderr and
 //! exit status 1 (a daemon's `tonic::Status` becomes its error envelope), or a usage error with
 //! exit status 2, or ([`Failure::Exit`]) the exit status of a remote command (`exec`) or 130
-//! after Ctrl-C (`apply`, `rollback`). A command whose daemon service does not exist in this
-//! build (`upgrade`) returns [`Context::needs_daemon`]: it never prints fake
-//! success.
+//! after Ctrl-C (`apply`, `rollback`). No command prints
+//! success for work that was not done.
 //!
 //! This module must not hold domain logic (manifest rules, scheduling, wire formats) nor print
 //! errors itself; it must not pick an output format a command did not declare
@@ -263,22 +262,6 @@ impl Context<'_> {
             .join(" ")
     }
 
-    /// The error of every command whose daemon service this build does not have yet. One
-    /// helper, so that no command can fake success in its own words.
-    pub fn needs_daemon(&self) -> Failure {
-        Failure::from(
-            Error::new(
-                Code::Internal,
-                format!(
-                    "`{}` is not available in this build: it needs the jaco daemon, which lands \
-                     with the control-plane work",
-                    self.command_line()
-                ),
-            )
-            .with("reason", "not_available_in_this_build"),
-        )
-    }
-
     /// Prints `value` as JSON or YAML when the format is one of those, else the text that
     /// `table` makes of it.
     pub fn print<T: serde::Serialize>(
@@ -498,23 +481,6 @@ mod tests {
     fn command_path_names_the_chosen_subcommands() {
         let (_, matches) = parse(["jaco", "get", "replica", "shop-web-1"]).unwrap();
         assert_eq!(command_path(&matches), ["get", "replica"]);
-    }
-
-    #[test]
-    fn a_daemon_command_fails_with_the_shared_error() {
-        let (status, out, err) = run(&["upgrade", "status"]);
-        assert_eq!(status, 1);
-        assert_eq!(out, "");
-        assert_eq!(
-            err,
-            "Error: internal: `jaco upgrade status` is not available in this build: it needs \
-             the jaco daemon, which lands with the control-plane work\n"
-        );
-        let (_, _, err) = run(&["-v", "upgrade", "abort"]);
-        assert!(
-            err.ends_with("\n  reason=not_available_in_this_build\n"),
-            "{err}"
-        );
     }
 
     #[test]
