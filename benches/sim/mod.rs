@@ -73,6 +73,7 @@ impl SimCluster {
         let (member, _) = lifecycle::init(
             &settings,
             "sim",
+            lifecycle::InitSeed::default(),
             &lifecycle::ClusterDefaults {
                 audit_retention: 0,
                 ipam_pool: jaco::state::DEFAULT_IPAM_POOL.to_owned(),

@@ -240,7 +240,7 @@ pub fn run(args: &UpgradeArgs, ctx: &mut Context<'_>) -> Result<(), Failure> {
                 })
             }
         },
-        UpgradeCommand::HealthGate(args) => run_health_gate(args),
+        UpgradeCommand::HealthGate(args) => run_health_gate(args, &ctx.global.socket),
     }
 }
 
@@ -629,12 +629,12 @@ fn upload_messages(
     Ok(first.chain(data))
 }
 
-fn run_health_gate(args: &HealthGateArgs) -> Result<(), Failure> {
+fn run_health_gate(args: &HealthGateArgs, socket: &Path) -> Result<(), Failure> {
     let records = Records::at(&args.state_dir);
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut last = Vec::new();
     loop {
-        let observation = observe(args);
+        let observation = observe(args, socket);
         match gate::assess(&observation) {
             Verdict::Healthy => {
                 println!("jaco health gate: healthy; the boot may be blessed");
@@ -700,10 +700,8 @@ fn run_command(command: &str) -> Result<(), Error> {
 }
 
 /// One round of observation: the local daemon (socket), then the docker engine.
-fn observe(args: &HealthGateArgs) -> Observation {
-    let socket = Target::Socket(PathBuf::from(
-        crate::daemon::config::DaemonConfig::default().socket,
-    ));
+fn observe(args: &HealthGateArgs, socket: &Path) -> Observation {
+    let socket = Target::Socket(socket.to_owned());
     let daemon = client::run(&socket, |c| async move {
         let status = c
             .cluster()
