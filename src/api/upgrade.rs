@@ -406,6 +406,14 @@ async fn install_and_reboot(
             node_status: Some(status),
         })
     };
+    let failed = |error: &Error| {
+        report(
+            pb::UpgradeNodeState::Failed,
+            Some(pb::UpgradeState::Failed),
+            String::new(),
+            Some(error),
+        )
+    };
     let installed = {
         let (host, plan) = (host.clone(), plan_id.clone());
         blocking(move || host.install(&bundle, force, &plan)).await
@@ -414,13 +422,7 @@ async fn install_and_reboot(
         Ok(installed) => installed,
         Err(error) => {
             tracing::error!(error = %error.render(true), "upgrade install failed");
-            let kind = report(
-                pb::UpgradeNodeState::Failed,
-                Some(pb::UpgradeState::Failed),
-                String::new(),
-                Some(&error),
-            );
-            let _ = member.submit(&identity, kind).await;
+            let _ = member.submit(&identity, failed(&error)).await;
             return;
         }
     };
@@ -436,12 +438,6 @@ async fn install_and_reboot(
     }
     if let Err(error) = host.reboot().await {
         tracing::error!(error = %error.render(true), "reboot failed; the upgrade waits for the next boot");
-        let kind = report(
-            pb::UpgradeNodeState::Failed,
-            Some(pb::UpgradeState::Failed),
-            String::new(),
-            Some(&error),
-        );
-        let _ = member.submit(&identity, kind).await;
+        let _ = member.submit(&identity, failed(&error)).await;
     }
 }

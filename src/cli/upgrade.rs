@@ -566,18 +566,7 @@ fn follow(target: &Target, plan_id: &str, ctx: &mut Context<'_>) -> Result<(), F
 }
 
 fn upload_header(path: &Path) -> Result<(pb::UploadBundleHeader, PathBuf), Error> {
-    let mut file = std::fs::File::open(path).map_err(|e| {
-        let code = if e.kind() == std::io::ErrorKind::NotFound {
-            Code::NotFound
-        } else {
-            Code::Internal
-        };
-        Error::new(
-            code,
-            format!("cannot open the bundle {}: {e}", path.display()),
-        )
-        .with("path", path.display())
-    })?;
+    let mut file = bundle::open(path)?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; UPLOAD_CHUNK];
     let mut size = 0u64;

@@ -141,6 +141,22 @@ pub fn extract(
     walk_checked(path, keys, Some(expected_manifest_sha256), sink)
 }
 
+/// Opens a bundle file; `not_found` when it does not exist.
+pub fn open(path: &Path) -> Result<File, Error> {
+    File::open(path).map_err(|e| {
+        let code = if e.kind() == io::ErrorKind::NotFound {
+            Code::NotFound
+        } else {
+            Code::Internal
+        };
+        Error::new(
+            code,
+            format!("cannot open the bundle {}: {e}", path.display()),
+        )
+        .with("path", path.display())
+    })
+}
+
 fn walk(
     path: &Path,
     keys: &TrustedKeys,
@@ -155,18 +171,7 @@ fn walk_checked(
     expected_manifest_sha256: Option<&str>,
     on_file: &mut dyn FnMut(&str, &mut dyn Read) -> Result<(), Error>,
 ) -> Result<Verified, Error> {
-    let file = File::open(path).map_err(|e| {
-        let code = if e.kind() == io::ErrorKind::NotFound {
-            Code::NotFound
-        } else {
-            Code::Internal
-        };
-        Error::new(
-            code,
-            format!("cannot open the bundle {}: {e}", path.display()),
-        )
-        .with("path", path.display())
-    })?;
+    let file = open(path)?;
     let malformed = |message: String| verification_failed("bundle_malformed", message);
     let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, file));
     let mut entries = archive
