@@ -239,6 +239,9 @@ pub struct UpgradeSettings {
     pub reboot_command: String,
     /// The binary the swap replaces (binary mode; default: the running executable).
     pub binary: Option<PathBuf>,
+    /// Binary mode: how long a swapped-in binary may take to get the node ready before the
+    /// previous one is put back, in milliseconds (the appliance's gate has its own timeout).
+    pub health_timeout_ms: u64,
 }
 
 impl Default for UpgradeSettings {
@@ -253,6 +256,7 @@ impl Default for UpgradeSettings {
             state_dir: None,
             reboot_command: "systemctl reboot".to_owned(),
             binary: None,
+            health_timeout_ms: 180_000,
         }
     }
 }

@@ -325,8 +325,9 @@ pub async fn report_after_boot(
             return;
         }
     };
+    let started = std::time::Instant::now();
     loop {
-        if let Err(error) = report_once(&member, &host, &pending).await {
+        if let Err(error) = report_once(&member, &host, &pending, started).await {
             tracing::warn!(error = %error.render(true), "upgrade outcome not reported yet; retrying");
         } else if host.records().pending().ok().flatten().is_none() {
             return;
@@ -338,20 +339,66 @@ pub async fn report_after_boot(
     }
 }
 
+/// What a plain host does about a swapped binary that is running (the appliance has its boot
+/// assessment instead): wait for the node to be ready, keep it once it is, or put `.prev` back
+/// when `window` passed without it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwapVerdict {
+    /// Not ready yet, still within the window.
+    Wait,
+    /// Ready: the new binary stays.
+    Keep,
+    /// The window passed: roll back, with this reason.
+    RollBack(String),
+}
+
+/// Judges a swapped binary after `elapsed` of the health window `window`.
+pub fn swap_verdict(ready: bool, elapsed: Duration, window: Duration) -> SwapVerdict {
+    if ready {
+        SwapVerdict::Keep
+    } else if elapsed < window {
+        SwapVerdict::Wait
+    } else {
+        SwapVerdict::RollBack(format!(
+            "the node was not ready within {} s of starting the new binary",
+            window.as_secs()
+        ))
+    }
+}
+
 async fn report_once(
     member: &Member,
     host: &UpgradeHost,
     pending: &record::Pending,
+    started: std::time::Instant,
 ) -> Result<(), Error> {
     let running = host.running_version();
     let outcome = record::outcome(pending, &running, host.records().gate_failure()?.as_ref());
     let ready = member
         .read(|s| s.node(&member.name).map(|n| n.status()))
         .is_some_and(|status| status == pb::NodeStatus::Ready);
-    // Success is final only once the health gate blessed the boot (a trial boot can still
-    // fall back); a rollback is final as soon as the old version runs.
-    if outcome == Outcome::Succeeded && !(ready && host.running_boot_blessed()) {
-        return Ok(());
+    if outcome == Outcome::Succeeded {
+        if let HostKind::Binary { binary } = host.kind()? {
+            let window = Duration::from_millis(host.settings.health_timeout_ms);
+            match swap_verdict(ready, started.elapsed(), window) {
+                SwapVerdict::Keep => {}
+                SwapVerdict::Wait => return Ok(()),
+                SwapVerdict::RollBack(reason) => {
+                    tracing::error!(%reason, "the new binary is unhealthy; restoring the previous one");
+                    host.records().set_gate_failure(&record::GateFailure {
+                        version: pending.to_version.clone(),
+                        reason,
+                    })?;
+                    crate::upgrade::binary::roll_back(&binary)?;
+                    // The previous binary, restarted, reports the rollback.
+                    return host.reboot().await;
+                }
+            }
+        } else if !(ready && host.running_boot_blessed()) {
+            // Success is final only once the health gate blessed the boot (a trial boot can
+            // still fall back); a rollback is final as soon as the old version runs.
+            return Ok(());
+        }
     }
     if let Outcome::RolledBack { reason } = &outcome {
         let mut deny = host.records().deny_list()?;
@@ -402,6 +449,28 @@ mod tests {
             Some("1.2.0")
         );
         assert_eq!(os_release_field(text, "VERSION_ID"), None);
+    }
+
+    #[test]
+    fn a_swapped_binary_is_kept_when_ready_and_rolled_back_after_its_window() {
+        let window = Duration::from_secs(180);
+        assert_eq!(
+            swap_verdict(true, Duration::ZERO, window),
+            SwapVerdict::Keep
+        );
+        assert_eq!(
+            swap_verdict(false, Duration::from_secs(179), window),
+            SwapVerdict::Wait
+        );
+        let SwapVerdict::RollBack(reason) = swap_verdict(false, window, window) else {
+            panic!("rollback expected");
+        };
+        assert!(reason.contains("180 s"), "{reason}");
+        // Ready late but before anyone looked again still counts as ready.
+        assert_eq!(
+            swap_verdict(true, Duration::from_secs(900), window),
+            SwapVerdict::Keep
+        );
     }
 
     #[test]
