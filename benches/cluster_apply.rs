@@ -22,7 +22,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::cluster::Cluster;
@@ -36,23 +36,6 @@ const STACK: &str = "bw";
 const DIR: &str = "/tmp/bench";
 /// Seconds either tool may take before the run fails.
 const DEADLINE_S: u64 = 120;
-
-/// Runs `sh -c script` inside node `node`; its stdout, trimmed; panics with stderr on failure.
-fn sh(cluster: &Cluster, node: usize, script: &str) -> String {
-    let output = Command::new("docker")
-        .args(["exec", &cluster.container(node), "sh", "-c", script])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run docker exec");
-    assert!(
-        output.status.success(),
-        "n{node}: `{script}` failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
 
 /// The last line of a timed script's output: milliseconds.
 fn millis(out: &str) -> Duration {
@@ -83,23 +66,19 @@ fn workload(image: &str) -> (String, String) {
 /// Forms a swarm of the nodes' inner engines: init on n0 (advertising its cluster address),
 /// the others join as workers; waits until `docker node ls` shows all of them ready.
 fn form_swarm(cluster: &Cluster) {
-    let address = sh(cluster, 0, "hostname -i | cut -d' ' -f1");
-    sh(
-        cluster,
+    let address = cluster.sh(0, "hostname -i | cut -d' ' -f1");
+    cluster.sh(
         0,
         &format!("docker swarm init --advertise-addr {address} >/dev/null"),
     );
-    let token = sh(cluster, 0, "docker swarm join-token -q worker");
+    let token = cluster.sh(0, "docker swarm join-token -q worker");
     for node in 1..NODES {
-        sh(
-            cluster,
+        cluster.sh(
             node,
             &format!("docker swarm join --token {token} {address}:2377 >/dev/null"),
         );
     }
-    let ready = sh(
-        cluster,
-        0,
+    let ready = cluster.sh(0,
         &format!(
             "i=0; until [ \"$(docker node ls --format '{{{{.Status}}}}' | grep -c Ready)\" -eq {NODES} ]; do \
              i=$((i+1)); [ $i -lt 300 ] || exit 1; sleep 0.1; done; docker node ls --format '{{{{.Hostname}}}}'"
@@ -117,8 +96,7 @@ fn wait_gone(cluster: &Cluster, filter: &str) {
         } else {
             String::new()
         };
-        sh(
-            cluster,
+        cluster.sh(
             node,
             &format!(
                 "i=0; while [ -n \"$(docker ps -aq --filter {filter}){networks}\" ]; do \
@@ -134,8 +112,7 @@ fn wait_gone(cluster: &Cluster, filter: &str) {
 /// deployment is deleted and its containers waited away (not timed). Returns the time and the
 /// placement.
 fn jaco_run(cluster: &Cluster) -> (Duration, BTreeMap<String, usize>) {
-    let out = sh(
-        cluster,
+    let out = cluster.sh(
         0,
         &format!(
             "s=$(date +%s%N); jaco apply {DIR}/jaco.yaml --compose {DIR}/compose.yaml \
@@ -174,9 +151,7 @@ fn jaco_run(cluster: &Cluster) -> (Duration, BTreeMap<String, usize>) {
 /// (not timed).
 fn swarm_run(cluster: &Cluster) -> (Duration, BTreeMap<String, usize>) {
     let want = format!("{REPLICAS}/{REPLICAS}");
-    let out = sh(
-        cluster,
-        0,
+    let out = cluster.sh(0,
         &format!(
             "s=$(date +%s%N); docker stack deploy --compose-file {DIR}/compose.yaml {STACK} >/dev/null \
              || exit 1; until [ \"$(docker service ls --filter name={STACK}_web --format '{{{{.Replicas}}}}')\" = {want} ]; do \
@@ -185,8 +160,7 @@ fn swarm_run(cluster: &Cluster) -> (Duration, BTreeMap<String, usize>) {
         ),
     );
     let took = millis(&out);
-    let tasks = sh(
-        cluster,
+    let tasks = cluster.sh(
         0,
         &format!(
             "docker service ps {STACK}_web --filter desired-state=running \
@@ -202,8 +176,7 @@ fn swarm_run(cluster: &Cluster) -> (Duration, BTreeMap<String, usize>) {
     }
     assert_eq!(by_node.values().sum::<usize>(), REPLICAS, "{tasks}");
     assert_eq!(by_node.len(), NODES, "not spread over all nodes: {tasks}");
-    let health = sh(
-        cluster,
+    let health = cluster.sh(
         0,
         &format!(
             "docker ps -q --filter label=com.docker.stack.namespace={STACK} \
@@ -218,9 +191,7 @@ fn swarm_run(cluster: &Cluster) -> (Duration, BTreeMap<String, usize>) {
     // tasks are still stopping; the services are gone by then, and the network is removed
     // again until it goes.
     let label = format!("label=com.docker.stack.namespace={STACK}");
-    sh(
-        cluster,
-        0,
+    cluster.sh(0,
         &format!(
             "docker stack rm {STACK} >/dev/null 2>&1; i=0; \
              while [ -n \"$(docker service ls -q --filter {label})$(docker network ls -q --filter {label})\" ]; do \
@@ -303,11 +274,7 @@ fn main() {
     // Image present: every node engine pulls it before anything is timed.
     let image = cluster.push(&busybox_image(), "jaco-example/busybox:1");
     for node in 0..NODES {
-        sh(
-            &cluster,
-            node,
-            &format!("docker pull -q {image} >/dev/null"),
-        );
+        cluster.sh(node, &format!("docker pull -q {image} >/dev/null"));
     }
     let swarm_started = Instant::now();
     form_swarm(&cluster);
@@ -315,7 +282,7 @@ fn main() {
     let (jaco_yaml, compose_yaml) = workload(&image);
     cluster.write_file(0, &format!("{DIR}/jaco.yaml"), &jaco_yaml);
     cluster.write_file(0, &format!("{DIR}/compose.yaml"), &compose_yaml);
-    let engine = sh(&cluster, 0, "docker version --format '{{.Server.Version}}'");
+    let engine = cluster.sh(0, "docker version --format '{{.Server.Version}}'");
     let idle_memory = node_memory(&cluster);
 
     let (mut jaco, mut swarm) = (Vec::new(), Vec::new());

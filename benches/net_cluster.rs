@@ -18,7 +18,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use support::cluster::Cluster;
 use support::docker::busybox_image;
@@ -27,23 +27,6 @@ use support::docker::busybox_image;
 const FILE_MIB: u64 = 64;
 /// Pings per run.
 const PINGS: usize = 100;
-
-/// Runs `sh -c script` inside node `node`; its stdout, trimmed; panics with stderr on failure.
-fn sh(cluster: &Cluster, node: usize, script: &str) -> String {
-    let output = Command::new("docker")
-        .args(["exec", &cluster.container(node), "sh", "-c", script])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run docker exec");
-    assert!(
-        output.status.success(),
-        "n{node}: `{script}` failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
 
 /// The HTTP server both sides fetch from: busybox httpd serving a file of [`FILE_MIB`] MiB.
 fn server(port: u16) -> String {
@@ -56,9 +39,7 @@ fn server(port: u16) -> String {
 /// Milliseconds of one fetch of `/big` from `host:port`, run by `exec` (a `docker exec` or
 /// `docker run` prefix) inside n0; checks the byte count.
 fn fetch(cluster: &Cluster, exec: &str, host: &str, port: u16) -> f64 {
-    let out = sh(
-        cluster,
-        0,
+    let out = cluster.sh(0,
         &format!(
             "s=$(date +%s%N); n=$({exec} sh -c \"printf 'GET /big HTTP/1.0\\r\\n\\r\\n' | nc {host} {port} | wc -c\"); \
              e=$(date +%s%N); echo $n $(( (e - s) / 1000 ))"
@@ -76,11 +57,7 @@ fn fetch(cluster: &Cluster, exec: &str, host: &str, port: u16) -> f64 {
 
 /// Per-reply round-trip times (ms) of [`PINGS`] pings of `host`, run by `exec` inside n0.
 fn ping(cluster: &Cluster, exec: &str, host: &str) -> Vec<f64> {
-    let out = sh(
-        cluster,
-        0,
-        &format!("{exec} ping -c {PINGS} -i 0.05 {host}"),
-    );
+    let out = cluster.sh(0, &format!("{exec} ping -c {PINGS} -i 0.05 {host}"));
     let mut times: Vec<f64> = out
         .lines()
         .filter_map(|l| l.split("time=").nth(1))
@@ -117,11 +94,7 @@ fn main() {
     );
     let image = cluster.push(&busybox_image(), "jaco-example/busybox:1");
     for node in 0..2 {
-        sh(
-            &cluster,
-            node,
-            &format!("docker pull -q {image} >/dev/null"),
-        );
+        cluster.sh(node, &format!("docker pull -q {image} >/dev/null"));
     }
 
     // The mesh side: a jaco deployment, sink on n1, client on n0.
@@ -132,21 +105,17 @@ fn main() {
     let jaco = "deployment: meshbench\nacme: off\nservices:\n  - name: sink\n    placement: hosts\n    hosts: [n1]\n  - name: client\n    placement: hosts\n    hosts: [n0]\n";
     cluster.write_file(0, "/tmp/meshbench/compose.yaml", &compose);
     cluster.write_file(0, "/tmp/meshbench/jaco.yaml", jaco);
-    sh(
-        &cluster,
+    cluster.sh(
         0,
         "jaco apply /tmp/meshbench/jaco.yaml --timeout 120s >/dev/null",
     );
-    let sink_ip = sh(
-        &cluster,
-        1,
+    let sink_ip = cluster.sh(1,
         "docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' jaco_meshbench-sink-1",
     );
     let mesh_exec = "docker exec jaco_meshbench-client-1";
 
     // The direct side: host-network containers on the nodes' underlay.
-    sh(
-        &cluster,
+    cluster.sh(
         1,
         &format!(
             "docker run -d --name directsink --network host {image} sh -c '{}' >/dev/null",

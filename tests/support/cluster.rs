@@ -203,6 +203,13 @@ impl Cluster {
         }
     }
 
+    /// Runs a shell script inside node `node`; panics with its output on failure, returns its
+    /// stdout (trimmed).
+    pub fn sh(&self, node: usize, script: &str) -> String {
+        self.exec(node, &["sh", "-c", script])
+            .unwrap_or_else(|e| panic!("n{node}: `{script}` failed:\n{e}"))
+    }
+
     /// Node `node`'s address on the cluster network.
     pub fn node_ip(&self, node: usize) -> String {
         let output = Command::new("docker")
