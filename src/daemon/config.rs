@@ -223,8 +223,9 @@ pub struct UpgradeSettings {
     pub mode: String,
     /// The os-release file that names the running image and its version.
     pub os_release: PathBuf,
-    /// The disk holding the `root-a`/`root-b` slots (appliance).
-    pub disk: PathBuf,
+    /// The disk holding the `root-a`/`root-b` slots (appliance; default: the disk of the
+    /// partition the kernel command line's `root=` names).
+    pub disk: Option<PathBuf>,
     /// Where the EFI system partition is mounted (appliance).
     pub esp: PathBuf,
     /// The kernel command line of the running boot (appliance: which slot runs).
@@ -249,7 +250,7 @@ impl Default for UpgradeSettings {
         UpgradeSettings {
             mode: "auto".to_owned(),
             os_release: PathBuf::from("/etc/os-release"),
-            disk: PathBuf::from("/dev/vda"),
+            disk: None,
             esp: PathBuf::from(crate::upgrade::esp::DEFAULT_ESP),
             cmdline: PathBuf::from("/proc/cmdline"),
             keys_dir: PathBuf::from(crate::upgrade::keys::DEFAULT_KEYS_DIR),

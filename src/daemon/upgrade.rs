@@ -132,8 +132,12 @@ impl UpgradeHost {
     fn appliance(&self) -> Result<Appliance, Error> {
         let cmdline = std::fs::read_to_string(&self.settings.cmdline)
             .map_err(|e| crate::upgrade::io_failed("read", &self.settings.cmdline, &e))?;
+        let disk = match &self.settings.disk {
+            Some(disk) => disk.clone(),
+            None => disk_of_root(&cmdline)?,
+        };
         Ok(Appliance {
-            disk: self.settings.disk.clone(),
+            disk,
             esp: Esp::at(&self.settings.esp),
             cmdline,
             running_version: self.running_version(),
@@ -259,6 +263,39 @@ impl UpgradeHost {
                 .all(|e| e.counter.is_none())
         })
     }
+}
+
+/// The whole disk that holds the partition `root=` names (`PARTUUID=…`/`PARTLABEL=…`): the
+/// partition's udev link, resolved to its device, whose parent in sysfs is the disk.
+fn disk_of_root(cmdline: &str) -> Result<PathBuf, Error> {
+    let unknown = |why: String| {
+        Error::new(
+            Code::Internal,
+            format!("cannot tell which disk holds the running root: {why}"),
+        )
+        .with("reason", "no_ab_slots")
+    };
+    let root = crate::upgrade::slots::root_arg(cmdline)
+        .ok_or_else(|| unknown("the kernel command line has no root=".into()))?;
+    let link = match root.split_once('=') {
+        Some(("PARTUUID", uuid)) => {
+            PathBuf::from("/dev/disk/by-partuuid").join(uuid.to_ascii_lowercase())
+        }
+        Some(("PARTLABEL", label)) => PathBuf::from("/dev/disk/by-partlabel").join(label),
+        _ => return Err(unknown(format!("root={root} names no partition"))),
+    };
+    let partition =
+        std::fs::canonicalize(&link).map_err(|e| unknown(format!("{}: {e}", link.display())))?;
+    let name = partition
+        .file_name()
+        .ok_or_else(|| unknown(format!("{} has no name", partition.display())))?;
+    let sys = std::fs::canonicalize(Path::new("/sys/class/block").join(name))
+        .map_err(|e| unknown(format!("sysfs entry of {}: {e}", partition.display())))?;
+    let disk = sys
+        .parent()
+        .and_then(Path::file_name)
+        .ok_or_else(|| unknown(format!("{} has no parent disk", sys.display())))?;
+    Ok(Path::new("/dev").join(disk))
 }
 
 /// The value of `key` in os-release text (quotes removed).
