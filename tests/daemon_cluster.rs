@@ -806,6 +806,33 @@ async fn an_unattended_first_boot_inits_from_a_seed_and_the_next_node_joins_from
     let (status, out) = remote_token_list(&cluster, 1, 0, token.trim());
     assert_eq!(status, 0, "{out}");
     assert!(out.contains("\"bootstrap\""), "{out}");
+    // Through an address the certificate does not carry (a port forward), the node's name is
+    // what the CLI must check.
+    let seeded_ca = seed.join("ca.pem").to_string_lossy().into_owned();
+    let forwarded = |name: &str| {
+        cli(
+            &cluster,
+            1,
+            &[
+                "--server",
+                &cluster.api_addr(0),
+                "--ca-cert",
+                &seeded_ca,
+                "--token",
+                token.trim(),
+                "--tls-server-name",
+                name,
+                "-v",
+                "token",
+                "list",
+            ],
+        )
+    };
+    let (status, _, err) = forwarded(&cluster.nodes[0].name);
+    assert_eq!(status, 0, "{err}");
+    let (status, _, err) = forwarded("not-the-node");
+    assert_eq!(status, 1);
+    assert!(err.contains("tls_verification_failed"), "{err}");
 
     // A join file with a wrong token: every attempt fails with the reason, the node stays out.
     let bad = cluster.dir().join("bad-join.yaml");

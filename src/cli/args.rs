@@ -49,6 +49,17 @@ pub struct GlobalArgs {
     )]
     pub ca_cert: Option<PathBuf>,
 
+    /// Name the server's certificate must carry, when it differs from the host of --server
+    /// (a port forward, a NAT or a load balancer in front of the node: e.g. the node's name)
+    #[arg(
+        long,
+        global = true,
+        env = "JACO_TLS_SERVER_NAME",
+        value_name = "NAME",
+        requires = "server"
+    )]
+    pub tls_server_name: Option<String>,
+
     /// Path of the local daemon's control socket, used when --server is not given
     #[arg(
         long,

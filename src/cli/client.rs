@@ -57,7 +57,8 @@ pub enum Target {
 pub struct Server {
     /// `HOST:PORT` as given to `--server`.
     pub address: String,
-    /// The host part, without brackets or port: the name the certificate must carry.
+    /// The name the certificate must carry: `--tls-server-name`, else the host part of the
+    /// address without brackets or port.
     pub host: String,
     /// The `--ca-cert` file, for messages.
     pub ca_cert: PathBuf,
@@ -98,7 +99,10 @@ impl Target {
         };
         Ok(Target::Server(Server {
             address: address.clone(),
-            host: server_host(address)?,
+            host: match &global.tls_server_name {
+                Some(name) => name.clone(),
+                None => server_host(address)?,
+            },
             ca_cert: ca_cert.clone(),
             ca_pem: read_ca_cert(ca_cert)?,
             token: global.token.clone(),

@@ -177,6 +177,8 @@ pub struct NodeView {
     pub version: String,
     /// Appliance image version (empty off the appliance).
     pub os_version: String,
+    /// Appliance root slot the node booted (`a`, `b`; empty off the appliance).
+    pub boot_slot: String,
     /// RFC 3339 time the node joined.
     pub joined_at: Option<String>,
     /// RFC 3339 time of the last heartbeat the leader recorded.
@@ -199,6 +201,7 @@ impl From<&Node> for NodeView {
             raft_address: node.raft_address.clone(),
             version: node.version.clone(),
             os_version: node.os_version.clone(),
+            boot_slot: node.boot_slot.clone(),
             joined_at: view::time(node.joined_at_unix_ms),
             last_heartbeat_at: view::time(node.last_heartbeat_unix_ms),
             labels: node.labels.clone().into_iter().collect(),
