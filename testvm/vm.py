@@ -230,7 +230,7 @@ class VM:
 GUEST_CHECK = r"""#!/bin/sh
 # Role: testvm guest-side probe, installed by the NoCloud seed; prints JACO-TESTVM lines on the
 # console. Must not change the node's configuration.
-say() { echo "JACO-TESTVM $*" >/dev/console; }
+say() { echo "JACO-TESTVM $* (uptime $(cut -d' ' -f1 /proc/uptime))" >/dev/console; }
 until_ok() { t=$1; shift; end=$(( $(date +%s) + t )); while ! "$@" >/dev/null 2>&1; do
   [ "$(date +%s)" -ge "$end" ] && return 1; sleep 1; done; }
 say "probe started"
@@ -243,10 +243,10 @@ say "machine-id $(cat /etc/machine-id) $(findmnt -no FSTYPE /etc/machine-id)"
 say "os-release $(. /etc/os-release; echo "$IMAGE_ID $IMAGE_VERSION")"
 say "bootstrap-file $(stat -c '%a %U' /var/lib/jaco/bootstrap.yaml 2>&1)"
 say "ssh $(command -v sshd || echo absent)"
-if until_ok 120 docker info; then say "docker ok $(docker version -f '{{.Server.Version}}')";
-else say "docker FAILED $(systemctl is-active docker)"; fi
 if until_ok 120 curl -fsS http://127.0.0.1:9100/healthz; then say "jaco-daemon ok";
 else say "jaco-daemon FAILED $(systemctl is-active jaco)"; fi
+if until_ok 120 docker info; then say "docker ok $(docker version -f '{{.Server.Version}}')";
+else say "docker FAILED $(systemctl is-active docker)"; fi
 say "readyz $(curl -sS http://127.0.0.1:9100/readyz 2>&1 | head -c 200)"
 say "units $(systemctl is-active jaco.socket jaco.service docker.service cloud-final.service jaco-bootstrap.service systemd-networkd.service | tr '\n' ' ')"
 failed=$(systemctl list-units --state=failed --no-legend --plain | awk '{print $1}')
