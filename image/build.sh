@@ -147,7 +147,7 @@ esp_off=$(( $(part_field esp start) * sector ))
 roota_start=$(part_field root-a start)
 roota_size=$(part_field root-a size)
 rootb_size=$(part_field root-b size)
-roota_uuid=$(part_field root-a uuid | tr 'A-Z' 'a-z')
+roota_uuid=$(part_field root-a uuid | tr '[:upper:]' '[:lower:]')
 part_field var start >/dev/null
 [[ "$roota_size" -eq "$rootb_size" ]] || die "root-a ($roota_size) and root-b ($rootb_size) sectors differ"
 

@@ -240,7 +240,7 @@ say "mount-root $(findmnt -no FSTYPE,OPTIONS /)"
 say "mount-var $(findmnt -no SOURCE,FSTYPE /var) $(df -B1M --output=size /var | tail -n1 | tr -d ' ')MiB"
 say "mount-efi $(findmnt -no FSTYPE,OPTIONS /efi)"
 say "machine-id $(cat /etc/machine-id) $(findmnt -no FSTYPE /etc/machine-id)"
-say "os-release $(. /etc/os-release; echo "$IMAGE_ID $IMAGE_VERSION")"
+say "os-release $(grep -E '^IMAGE_(ID|VERSION)=' /etc/os-release | tr '\n' ' ')"
 say "bootstrap-file $(stat -c '%a %U' /var/lib/jaco/bootstrap.yaml 2>&1)"
 say "ssh $(command -v sshd || echo absent)"
 if until_ok 120 curl -fsS http://127.0.0.1:9100/healthz; then say "jaco-daemon ok";
@@ -250,15 +250,15 @@ else say "docker FAILED $(systemctl is-active docker)"; fi
 say "readyz $(curl -sS http://127.0.0.1:9100/readyz 2>&1 | head -c 200)"
 say "units $(systemctl is-active jaco.socket jaco.service docker.service cloud-final.service jaco-bootstrap.service systemd-networkd.service | tr '\n' ' ')"
 failed=$(systemctl list-units --state=failed --no-legend --plain | awk '{print $1}')
-say "failed-units $(echo $failed)"
+say "failed-units $(printf '%s' "$failed" | tr '\n' ' ')"
 for u in $failed; do journalctl -b -u "$u" -n "${JOURNAL_LINES:-12}" --no-pager -o cat 2>&1 | sed "s/^/JACO-TESTVM journal $u: /" >/dev/console; done
 if until_ok 300 systemd-analyze; then say "analyze $(systemd-analyze | head -n1)"; fi
 say "cloud-init $(timeout 300 cloud-init status --wait --long 2>&1 | tr '\n' ' ' | head -c 300)"
 if [ "${1:-}" = entries ]; then
   until_ok 240 systemctl is-active boot-complete.target && say "boot-complete reached"
-  until_ok 60 sh -c '! systemctl is-active -q systemd-bless-boot.service && false || true; systemctl show -p ActiveState --value systemd-bless-boot.service | grep -qx active'
+  until_ok 60 sh -c 'systemctl show -p ActiveState --value systemd-bless-boot.service | grep -qx active'
   say "bless $(systemctl show -p ActiveState,Result --value systemd-bless-boot.service | tr '\n' ' ')"
-  say "entries $(ls /efi/loader/entries | tr '\n' ' ')"
+  say "entries $(find /efi/loader/entries -name '*.conf' -printf '%f ' | tr -s ' ')"
   bootctl list --no-pager 2>&1 | sed 's/^/JACO-TESTVM bootctl /' >/dev/console
   sync
 fi
@@ -295,7 +295,9 @@ def user_data(mode, bootstrap_yaml):
 
 
 def lines(vm):
-    return [l[len(MARK) + 1:].rstrip("\r") for l in vm.console().splitlines() if l.startswith(MARK)]
+    """The probe's lines (a getty prompt may share a console line with one)."""
+    return [l[l.index(MARK) + len(MARK) + 1:].rstrip("\r") for l in vm.console().splitlines()
+            if MARK + " " in l]
 
 
 def get(vm, key):
@@ -396,6 +398,8 @@ def _scenario_boot(image, args, bootstrap, jaco, seed_dir):
             problems.append(f"bootstrap file: {report.get('bootstrap-file')}")
         if not api_open:
             problems.append("the forwarded API port does not accept connections")
+        if "status: done" not in report.get("cloud-init", ""):
+            problems.append(f"cloud-init: {report.get('cloud-init')}")
         if problems:
             raise Failed("; ".join(problems))
         log("scenario boot: PASS")
