@@ -8,7 +8,8 @@
 # a mirror host into the repository (the apt sources are generated from the host's own into
 # the ignored mkosi.pkgmngr/), and must not leave a half-written image under its final name.
 #
-# Usage: image/build.sh [--version V] [--jaco-bin PATH] [--no-setup] [--clean]
+# Usage: image/build.sh [--version V] [--min-version V] [--jaco-bin PATH] [--trust DIR]
+#                       [--sign-key FILE [--password-file FILE]] [--no-setup] [--clean]
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -16,18 +17,30 @@ repo=$(cd "$here/.." && pwd)
 out="$here/out"
 
 version=""
+min_version=""
 jaco_bin=""
+trust_dir=""
+sign_key=""
+password_file=""
 setup=1
 clean=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --version) version="$2"; shift 2 ;;
         --version=*) version="${1#*=}"; shift ;;
+        --min-version) min_version="$2"; shift 2 ;;
+        --min-version=*) min_version="${1#*=}"; shift ;;
         --jaco-bin) jaco_bin="$2"; shift 2 ;;
         --jaco-bin=*) jaco_bin="${1#*=}"; shift ;;
+        --trust) trust_dir="$2"; shift 2 ;;
+        --trust=*) trust_dir="${1#*=}"; shift ;;
+        --sign-key) sign_key="$2"; shift 2 ;;
+        --sign-key=*) sign_key="${1#*=}"; shift ;;
+        --password-file) password_file="$2"; shift 2 ;;
+        --password-file=*) password_file="${1#*=}"; shift ;;
         --no-setup) setup=0; shift ;;
         --clean) clean=1; shift ;;
-        -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) printf 'build.sh: unknown argument %q\n' "$1" >&2; exit 2 ;;
     esac
 done
@@ -104,16 +117,23 @@ gen_sources >"$pkgmngr/mkosi.sources.new"
 grep -q '^Suites: .*bookworm' "$pkgmngr/mkosi.sources.new" || die "no Debian bookworm source on the host"
 mv "$pkgmngr/mkosi.sources.new" "$pkgmngr/mkosi.sources"
 
-# The jaco tree: binary and trusted keys.
+# The jaco tree: binary and trusted keys (--trust DIR's *.pub; without it, the CI TEST key).
+test_key_dir="$repo/upgrade/test-keys"
 tree="$here/mkosi.jaco-tree"
 rm -rf "$tree"
 install -D -m 0755 "$jaco_bin" "$tree/usr/bin/jaco"
 install -d -m 0755 "$tree/usr/lib/jaco/keys"
 shopt -s nullglob
-keys=("$repo"/upgrade/keys/*.pub)
+if [[ -n "$trust_dir" ]]; then
+    keys=("$trust_dir"/*.pub)
+    [[ "${#keys[@]}" -gt 0 ]] || die "--trust $trust_dir holds no *.pub key"
+else
+    keys=("$test_key_dir"/ci.pub)
+    log "WARNING: no --trust DIR: the image trusts the published CI TEST key (upgrade/test-keys/ci.pub); never ship it"
+fi
 shopt -u nullglob
 for k in "${keys[@]}"; do install -m 0644 "$k" "$tree/usr/lib/jaco/keys/"; done
-log "jaco $("$jaco_bin" --version 2>/dev/null | head -n1) with ${#keys[@]} trusted key(s)"
+log "jaco $("$jaco_bin" --version 2>/dev/null | head -n1) with ${#keys[@]} trusted key(s): ${keys[*]##*/}"
 
 # --- mkosi -----------------------------------------------------------------------------------
 mkdir -p "$out"
@@ -200,16 +220,24 @@ mv -f "$tmp_raw" "$raw"
 # mkosi's other outputs (split kernel, initrd, UKI copy, symlink) are not deliverables.
 rm -f "$out/jaco_$version" "$out/jaco_$version".{efi,initrd,vmlinuz}
 
-if "$jaco_bin" upgrade bundle create --help 2>/dev/null | grep -qi bundle; then
-    key="$repo/upgrade/keys/test-ci.key"
-    [[ -f "$key" ]] || die "jaco upgrade bundle create exists but $key (the CI test key) does not"
-    log "bundle (signed with the CI TEST key)"
+if "$jaco_bin" upgrade bundle create --help 2>/dev/null | grep -q -- '--kernel'; then
+    key=${sign_key:-$test_key_dir/ci.key}
+    [[ -f "$key" ]] || die "signing key $key does not exist"
+    [[ -n "$sign_key" ]] || log "WARNING: no --sign-key: the bundle is signed with the CI TEST key"
+    bundle="$out/jaco-$version-x86_64.bundle"
+    log "bundle $bundle"
     "$jaco_bin" upgrade bundle create --version "$version" --arch x86_64 \
-        --root "$out/root.img.zst" --kernel "$out/kernel.efi" --key "$key" \
-        --output "$out/jaco-$version-x86_64.bundle"
+        ${min_version:+--min-version "$min_version"} \
+        ${password_file:+--password-file "$password_file"} \
+        --key "$key" --root "$out/root.img.zst" --kernel "$out/kernel.efi" \
+        --out "$bundle.tmp"
+    mv -f "$bundle.tmp" "$bundle"
+    # The image must accept its own bundle: verify it against the keys the image trusts.
+    "$jaco_bin" upgrade bundle verify --keys "$tree/usr/lib/jaco/keys" "$bundle" >&2 ||
+        die "the bundle does not verify against the image's trusted keys"
 else
     log "no 'jaco upgrade bundle create' in this jaco yet: stopping at root.img.zst and kernel.efi"
 fi
 
-ls -l "$raw" "$out/root.img.zst" "$out/kernel.efi" >&2
+ls -l "$raw" "$out/root.img.zst" "$out/kernel.efi" "$out"/*.bundle >&2 2>/dev/null || true
 log "done in $((SECONDS - start)) s: $raw"

@@ -366,7 +366,14 @@ def _scenario_boot(image, args, bootstrap, jaco, seed_dir):
             deadline = time.monotonic() + 240
             while True:
                 r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                if r.returncode == 0 and re.search(r'"ready"', r.stdout):
+                ok = False
+                if r.returncode == 0:
+                    with contextlib.suppress(ValueError):
+                        doc = json.loads(r.stdout)
+                        ok = doc.get("initialized") is True and any(
+                            n.get("status") == "ready" and n.get("role") == "leader"
+                            for n in doc.get("nodes", []))
+                if ok:
                     status = r.stdout
                     timings["cluster status ready over the forwarded port"] = time.monotonic() - vm.started
                     break
