@@ -1,0 +1,503 @@
+#!/usr/bin/env python3
+"""The QEMU tier of testvm/: boots the appliance disk image (image/out/*.raw) under QEMU.
+
+Role: runs scenarios against the real image in software emulation (TCG; no KVM needed):
+OVMF with a per-VM copy of the UEFI variables, a qcow2 overlay per VM (the raw image stays
+pristine) or a private sparse copy when a scenario edits the ESP, the serial console captured
+to a log file, a NoCloud seed ISO (label `cidata`, built offline with xorriso) per VM,
+user-mode networking with the API port forwarded to a free host port, and a private network
+between VMs (QEMU socket netdev on loopback). It waits for markers in the serial log with
+deadlines, never sleeps and hopes, and always kills its VMs and removes its temporary
+directories, on failure and on SIGINT/SIGTERM too.
+
+It must not modify the image it is given, must not mount anything on the host, must not talk
+to any address but loopback, and must use only Python's standard library.
+
+Scenarios:
+  boot      (a) one VM: boot, mounts, /var grown, docker, the jaco daemon, cloud-init wrote the
+            bootstrap file; `jaco cluster status` over the forwarded port once the image's jaco
+            has `cluster bootstrap`.
+  entries   systemd-boot Type #1 entries: the highest `version` among non-bad entries boots, its
+            `options` override the UKI's command line, a `+0-3` entry is skipped, and
+            systemd-bless-boot renames the counted entry after boot-complete.target.
+"""
+
+import argparse
+import contextlib
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OVMF_CODE = ["/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd"]
+OVMF_VARS = ["/usr/share/OVMF/OVMF_VARS_4M.fd", "/usr/share/OVMF/OVMF_VARS.fd"]
+MARK = "JACO-TESTVM"
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Failed(Exception):
+    pass
+
+
+def first_existing(paths):
+    for p in paths:
+        if os.path.exists(p):
+            return p
+    raise Failed(f"none of {paths} exists (install ovmf: image/setup-host.sh)")
+
+
+def free_port():
+    """A port the kernel just gave out on loopback; QEMU binds it right after (small race)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+
+
+def partitions(raw):
+    table = json.loads(run(["sfdisk", "-J", raw]).stdout)["partitiontable"]
+    sector = table.get("sectorsize", 512)
+    return {p.get("name"): dict(p, offset=p["start"] * sector) for p in table["partitions"]}
+
+
+def mtools(args, esp_image):
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    return subprocess.run([args[0], "-i", esp_image, *args[1:]], check=True, text=True,
+                          capture_output=True, env=env).stdout
+
+
+def default_image():
+    found = sorted(glob.glob(os.path.join(REPO, "image", "out", "jaco-*-x86_64.raw")),
+                   key=os.path.getmtime)
+    if not found:
+        raise Failed("no image/out/jaco-*-x86_64.raw: run image/build.sh first")
+    return found[-1]
+
+
+class VM:
+    """One QEMU guest with its own temporary directory; use as a context manager."""
+
+    def __init__(self, image, name, *, user_data, meta_data=None, disk_gb=6, mem_mb=2048,
+                 smp=2, copy_disk=False, private_net=None):
+        self.image = os.path.abspath(image)
+        self.name = name
+        self.user_data = user_data
+        self.meta_data = meta_data or f"instance-id: {name}-{os.getpid()}\nlocal-hostname: {name}\n"
+        self.disk_gb = disk_gb
+        self.mem_mb = mem_mb
+        self.smp = smp
+        self.copy_disk = copy_disk
+        self.private_net = private_net  # ("listen"|"connect", port) or None
+        self.dir = None
+        self.proc = None
+        self.api_port = None
+        self.serial = None
+        self.started = None
+
+    def __enter__(self):
+        self.dir = tempfile.mkdtemp(prefix=f"jaco-testvm-{self.name}-")
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        if exc[0] is not None and self.serial and os.path.exists(self.serial):
+            keep = os.environ.get("JACO_TESTVM_KEEP_LOGS")
+            tail = open(self.serial, errors="replace").read()[-6000:]
+            log(f"{self.name}: last serial output:\n{tail}")
+            if keep:
+                os.makedirs(keep, exist_ok=True)
+                shutil.copy(self.serial, os.path.join(keep, f"{self.name}-serial.log"))
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+    # --- disk -----------------------------------------------------------------------------
+    def prepare(self):
+        if self.copy_disk:
+            self.disk = os.path.join(self.dir, "disk.raw")
+            run(["cp", "--sparse=always", self.image, self.disk])
+            run(["truncate", "-s", f"{self.disk_gb}G", self.disk])
+            # truncate moved the end of the disk: move the backup GPT header there too.
+            run(["sfdisk", "--relocate", "gpt-bak-std", self.disk])
+            self.disk_format = "raw"
+        else:
+            self.disk = os.path.join(self.dir, "overlay.qcow2")
+            run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", self.image, "-F", "raw",
+                 self.disk, f"{self.disk_gb}G"])
+            self.disk_format = "qcow2"
+        self.vars = os.path.join(self.dir, "OVMF_VARS.fd")
+        shutil.copy(first_existing(OVMF_VARS), self.vars)
+        seed = os.path.join(self.dir, "seed")
+        os.mkdir(seed)
+        with open(os.path.join(seed, "user-data"), "w") as f:
+            f.write(self.user_data)
+        with open(os.path.join(seed, "meta-data"), "w") as f:
+            f.write(self.meta_data)
+        self.seed_iso = os.path.join(self.dir, "seed.iso")
+        run(["xorriso", "-as", "mkisofs", "-quiet", "-o", self.seed_iso, "-V", "cidata",
+             "-J", "-r", seed])
+
+    def esp(self):
+        """`image@@offset` of the ESP of this VM's private disk copy (copy_disk only)."""
+        assert self.copy_disk
+        return f"{self.disk}@@{partitions(self.disk)['esp']['offset']}"
+
+    # --- run ------------------------------------------------------------------------------
+    def start(self):
+        self.serial = os.path.join(self.dir, "serial.log")
+        self.api_port = free_port()
+        cmd = [
+            "qemu-system-x86_64", "-name", self.name, "-machine", "q35", "-accel", "tcg",
+            "-cpu", "max", "-smp", str(self.smp), "-m", str(self.mem_mb),
+            "-nodefaults", "-display", "none", "-monitor", "none", "-no-reboot",
+            "-serial", f"file:{self.serial}",
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={first_existing(OVMF_CODE)}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={self.vars}",
+            "-drive", f"if=virtio,format={self.disk_format},file={self.disk},discard=unmap",
+            "-drive", f"if=virtio,format=raw,readonly=on,file={self.seed_iso}",
+            "-netdev", f"user,id=wan,hostfwd=tcp:127.0.0.1:{self.api_port}-:7000",
+            "-device", "virtio-net-pci,netdev=wan",
+            "-device", "virtio-rng-pci",
+        ]
+        if self.private_net:
+            mode, port = self.private_net
+            cmd += ["-netdev", f"socket,id=lan,{mode}=127.0.0.1:{port}",
+                    "-device", "virtio-net-pci,netdev=lan"]
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        log(f"{self.name}: qemu pid {self.proc.pid}, API on 127.0.0.1:{self.api_port}, "
+            f"serial {self.serial}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def wait_exit(self, timeout):
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Failed(f"{self.name}: still running after {timeout} s") from None
+
+    def console(self):
+        try:
+            with open(self.serial, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for(self, pattern, timeout, what=None):
+        """Polls the serial log until `pattern` (regex) appears; returns (match, seconds since
+        start). Fails at the deadline or when QEMU exits first."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = regex.search(self.console())
+            if m:
+                return m, time.monotonic() - self.started
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+                raise Failed(f"{self.name}: qemu exited ({self.proc.returncode}) before "
+                             f"{what or pattern!r}: {out.strip()}")
+            if time.monotonic() > deadline:
+                raise Failed(f"{self.name}: no {what or pattern!r} within {timeout} s")
+            time.sleep(0.25)  # poll interval of the log, not a wait for an outcome
+
+
+# The guest-side check, run by cloud-init (runcmd, in cloud-final) and printed on the serial
+# console. Every wait in it is a poll with a deadline.
+GUEST_CHECK = r"""#!/bin/sh
+# Role: testvm guest-side probe, installed by the NoCloud seed; prints JACO-TESTVM lines on the
+# console. Must not change the node's configuration.
+say() { echo "JACO-TESTVM $* (uptime $(cut -d' ' -f1 /proc/uptime))" >/dev/console; }
+until_ok() { t=$1; shift; end=$(( $(date +%s) + t )); while ! "$@" >/dev/null 2>&1; do
+  [ "$(date +%s)" -ge "$end" ] && return 1; sleep 1; done; }
+say "probe started"
+JOURNAL_LINES=30
+say "cmdline $(cat /proc/cmdline)"
+say "mount-root $(findmnt -no FSTYPE,OPTIONS /)"
+say "mount-var $(findmnt -no SOURCE,FSTYPE /var) $(df -B1M --output=size /var | tail -n1 | tr -d ' ')MiB"
+say "mount-efi $(findmnt -no FSTYPE,OPTIONS /efi)"
+say "machine-id $(cat /etc/machine-id) $(findmnt -no FSTYPE /etc/machine-id)"
+say "os-release $(grep -E '^IMAGE_(ID|VERSION)=' /etc/os-release | tr '\n' ' ')"
+say "bootstrap-file $(stat -c '%a %U' /var/lib/jaco/bootstrap.yaml 2>&1)"
+say "ssh $(command -v sshd || echo absent)"
+if until_ok 120 curl -fsS http://127.0.0.1:9100/healthz; then say "jaco-daemon ok";
+else say "jaco-daemon FAILED $(systemctl is-active jaco)"; fi
+if until_ok 120 docker info; then say "docker ok $(docker version -f '{{.Server.Version}}')";
+else say "docker FAILED $(systemctl is-active docker)"; fi
+say "readyz $(curl -sS http://127.0.0.1:9100/readyz 2>&1 | head -c 200)"
+if [ -f /var/lib/jaco/bootstrap.yaml ] && jaco cluster bootstrap --help >/dev/null 2>&1; then
+  until_ok 180 sh -c 'jaco cluster status -o json | grep -q "\"initialized\": *true"'
+  say "local-cluster-status $(jaco cluster status -o json 2>&1 | tr -d '\n ' | head -c 400)"
+fi
+say "units $(systemctl is-active jaco.socket jaco.service docker.service cloud-final.service jaco-bootstrap.service systemd-networkd.service | tr '\n' ' ')"
+failed=$(systemctl list-units --state=failed --no-legend --plain | awk '{print $1}')
+say "failed-units $(printf '%s' "$failed" | tr '\n' ' ')"
+for u in $failed; do journalctl -b -u "$u" -n "${JOURNAL_LINES:-12}" --no-pager -o cat 2>&1 | sed "s/^/JACO-TESTVM journal $u: /" >/dev/console; done
+if until_ok 300 systemd-analyze; then say "analyze $(systemd-analyze | head -n1)"; fi
+say "cloud-init $(timeout 300 cloud-init status --wait --long 2>&1 | tr '\n' ' ' | head -c 300)"
+if [ "${1:-}" = entries ]; then
+  until_ok 240 systemctl is-active boot-complete.target && say "boot-complete reached"
+  until_ok 60 sh -c 'systemctl show -p ActiveState --value systemd-bless-boot.service | grep -qx active'
+  say "bless $(systemctl show -p ActiveState,Result --value systemd-bless-boot.service | tr '\n' ' ')"
+  say "entries $(find /efi/loader/entries -name '*.conf' -printf '%f ' | tr -s ' ')"
+  bootctl list --no-pager 2>&1 | sed 's/^/JACO-TESTVM bootctl /' >/dev/console
+  sync
+fi
+say "done"
+if [ "${1:-}" = entries ]; then systemctl poweroff; fi
+"""
+
+
+def user_data(mode, bootstrap_yaml):
+    """NoCloud user-data: the bootstrap file as an operator would write it, plus the probe.
+
+    The probe runs as a transient unit started from bootcmd (cloud-init's init stage), not from
+    runcmd: runcmd runs in cloud-final, after multi-user.target, so a unit that never finishes
+    starting would hide every marker."""
+    script = textwrap.indent(GUEST_CHECK, "      ")
+    boot = textwrap.indent(bootstrap_yaml, "      ")
+    probe = ("systemd-run --no-block --unit=jaco-testvm-probe --property=After=cloud-init.service "
+             f"/bin/sh /var/lib/jaco-testvm/check.sh {mode}")
+    return (
+        "#cloud-config\n"
+        "bootcmd:\n"
+        "  - [sh, -c, 'hostname \"$(cloud-init query local_hostname)\"']\n"
+        f"  - [sh, -c, '{probe}']\n"
+        "write_files:\n"
+        "  - path: /var/lib/jaco/bootstrap.yaml\n"
+        "    permissions: '0600'\n"
+        "    content: |\n"
+        f"{boot}"
+        "  - path: /var/lib/jaco-testvm/check.sh\n"
+        "    permissions: '0755'\n"
+        "    content: |\n"
+        f"{script}"
+    )
+
+
+def lines(vm):
+    """The probe's lines (a getty prompt may share a console line with one)."""
+    return [l[l.index(MARK) + len(MARK) + 1:].rstrip("\r") for l in vm.console().splitlines()
+            if MARK + " " in l]
+
+
+def get(vm, key):
+    for l in lines(vm):
+        if l.startswith(key + " "):
+            return l[len(key) + 1:]
+    return None
+
+
+def host_jaco():
+    """The jaco CLI used from the host (JACO_BIN, else the release build of CARGO_TARGET_DIR)."""
+    path = os.environ.get("JACO_BIN") or os.path.join(
+        os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")), "release", "jaco")
+    return path if os.access(path, os.X_OK) else None
+
+
+def has_subcommand(jaco, *words):
+    if not jaco:
+        return False
+    r = subprocess.run([jaco, *words, "--help"], capture_output=True, text=True)
+    return r.returncode == 0
+
+
+def scenario_boot(image, args):
+    """(a) one VM: boot, mounts, docker, daemon, cloud-init; cluster status when bootstrap exists."""
+    jaco = host_jaco()
+    full = has_subcommand(jaco, "cluster", "seed") and has_subcommand(jaco, "cluster", "bootstrap")
+    seed_dir = tempfile.mkdtemp(prefix="jaco-testvm-seed-")
+    try:
+        if full:
+            os.rmdir(seed_dir)
+            run([jaco, "cluster", "seed", "--out", seed_dir, "--name", "testvm"])
+            bootstrap = open(os.path.join(seed_dir, "bootstrap-init.yaml")).read()
+            log(f"bootstrap file from `jaco cluster seed` ({jaco})")
+        else:
+            bootstrap = "init:\n  cluster_name: testvm\n"
+            log("host jaco has no `cluster seed`/`cluster bootstrap`: checking boot, mounts, "
+                "docker, daemon and cloud-init only")
+        _scenario_boot(image, args, bootstrap, jaco if full else None, seed_dir)
+    finally:
+        shutil.rmtree(seed_dir, ignore_errors=True)
+
+
+def _scenario_boot(image, args, bootstrap, jaco, seed_dir):
+    timings = {}
+    with VM(image, "n0", user_data=user_data("boot", bootstrap), disk_gb=args.disk_gb) as vm:
+        vm.prepare()
+        vm.start()
+        _, timings["kernel started"] = vm.wait_for(r"Linux version", 120, "kernel start")
+        _, timings["login prompt"] = vm.wait_for(r"login: ", 300, "login prompt")
+        _, timings["probe started (cloud-init init stage)"] = vm.wait_for(MARK + r" probe started", 300, "probe start")
+        _, timings["daemon answers /healthz"] = vm.wait_for(MARK + r" jaco-daemon (ok|FAILED)", 300, "daemon probe")
+        vm.wait_for(MARK + r" done", 400, "probe end")
+        api_open = False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not api_open:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", vm.api_port), timeout=2):
+                api_open = True
+            if not api_open:
+                time.sleep(0.5)
+        report = {l.split(" ", 1)[0]: l.split(" ", 1)[1] if " " in l else "" for l in lines(vm)}
+        for k, v in report.items():
+            log(f"guest {k}: {v}")
+        for k, v in timings.items():
+            log(f"timing {k}: {v:.1f} s")
+        log(f"forwarded API port 127.0.0.1:{vm.api_port} accepts TCP: {api_open}")
+        status = None
+        if jaco:
+            env = dict(os.environ, JACO_TOKEN=open(os.path.join(seed_dir, "token")).read().strip())
+            cmd = [jaco, "--server", f"127.0.0.1:{vm.api_port}", "--ca-cert",
+                   os.path.join(seed_dir, "ca.pem"), "cluster", "status", "-o", "json"]
+            deadline = time.monotonic() + 240
+            while True:
+                r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                ok = False
+                if r.returncode == 0:
+                    with contextlib.suppress(ValueError):
+                        doc = json.loads(r.stdout)
+                        ok = doc.get("initialized") is True and any(
+                            n.get("status") == "ready" and n.get("role") == "leader"
+                            for n in doc.get("nodes", []))
+                if ok:
+                    status = r.stdout
+                    timings["cluster status ready over the forwarded port"] = time.monotonic() - vm.started
+                    break
+                if "not valid for name" in r.stderr or time.monotonic() > deadline:
+                    raise Failed(f"`jaco cluster status` through 127.0.0.1:{vm.api_port}: not ready "
+                                 f"(deadline 240 s): {r.stdout.strip()} {r.stderr.strip()}")
+                time.sleep(2)
+            log(f"cluster status: {status.strip()}")
+            log(f"timing cluster status ready over the forwarded port: "
+                f"{timings['cluster status ready over the forwarded port']:.1f} s")
+        problems = []
+        if not re.search(r"erofs\s+ro\b", report.get("mount-root", "")):
+            problems.append(f"root not read-only erofs: {report.get('mount-root')}")
+        var = report.get("mount-var", "")
+        m = re.search(r"(\d+)MiB", var)
+        if "ext4" not in var or not m or int(m.group(1)) < 2048:
+            problems.append(f"/var not ext4 grown past the image's 1 GiB: {var}")
+        if "vfat" not in report.get("mount-efi", "") or "rw" not in report.get("mount-efi", ""):
+            problems.append(f"/efi not rw vfat: {report.get('mount-efi')}")
+        if not report.get("docker", "").startswith("ok"):
+            problems.append(f"docker: {report.get('docker')}")
+        if not report.get("jaco-daemon", "").startswith("ok"):
+            problems.append(f"jaco daemon: {report.get('jaco-daemon')}")
+        if not report.get("bootstrap-file", "").startswith("600 root"):
+            problems.append(f"bootstrap file: {report.get('bootstrap-file')}")
+        if not api_open:
+            problems.append("the forwarded API port does not accept connections")
+        if "status: done" not in report.get("cloud-init", ""):
+            problems.append(f"cloud-init: {report.get('cloud-init')}")
+        if problems:
+            raise Failed("; ".join(problems))
+        log("scenario boot: PASS")
+
+
+def scenario_entries(image, args):
+    """Type #1 entries, boot counting and blessing (see the module docstring)."""
+    with VM(image, "entries", user_data=user_data("entries", "init:\n  cluster_name: testvm\n"),
+            copy_disk=True, disk_gb=args.disk_gb) as vm:
+        vm.prepare()
+        esp = vm.esp()
+        entries = [e for e in mtools(["mdir", "-b", "::/loader/entries"], esp).split() if e.endswith(".conf")]
+        if len(entries) != 1:
+            raise Failed(f"expected the base entry only, found {entries}")
+        base_name = entries[0].rsplit("/", 1)[-1]
+        base = mtools(["mtype", f"::/loader/entries/{base_name}"], esp)
+        version = re.search(r"^title jaco (\S+)", base, re.M).group(1)
+        options = re.search(r"^options (.*)$", base, re.M).group(1).strip()
+        efi = re.search(r"^efi (.*)$", base, re.M).group(1).strip()
+        # For an image whose jaco has no `upgrade health-gate`, --mask-health-gate masks the
+        # unit on the test entries' command line (an entry's options are the command line).
+        mask = " systemd.mask=jaco-health-gate.service" if args.mask_health_gate else ""
+        extra = {
+            f"jaco-2-{version}+3.conf": (2, f"{options} jaco.testentry=2{mask}"),
+            f"jaco-3-{version}+0-3.conf": (3, f"{options} jaco.testentry=3{mask}"),
+        }
+        for fname, (ver, opts) in extra.items():
+            path = os.path.join(vm.dir, fname)
+            with open(path, "w") as f:
+                f.write(f"title jaco {version} test entry {ver}\nsort-key jaco\nversion {ver}\n"
+                        f"efi {efi}\noptions {opts}\n")
+            mtools(["mcopy", "-o", path, f"::/loader/entries/{fname}"], esp)
+        log(f"entries before boot: {base_name} + {sorted(extra)}")
+        vm.start()
+        _, t_login = vm.wait_for(r"login: ", 300, "login prompt")
+        vm.wait_for(MARK + r" done", 400, "probe end")
+        vm.wait_exit(120)
+        after = sorted(e.rsplit("/", 1)[-1] for e in mtools(["mdir", "-b", "::/loader/entries"], esp).split()
+                       if e.endswith(".conf"))
+        for l in lines(vm):
+            log(f"guest {l}")
+        log(f"entries after boot: {after}; login prompt at {t_login:.1f} s")
+        cmdline = get(vm, "cmdline") or ""
+        problems = []
+        if "jaco.testentry=2" not in cmdline:
+            problems.append(f"(i)/(ii) booted command line is not entry 2's options: {cmdline}")
+        if f"jaco-3-{version}+0-3.conf" not in after:
+            problems.append("(iii) the +0-3 entry changed")
+        if "jaco.testentry=3" in cmdline:
+            problems.append("(iii) the +0-3 entry was booted")
+        if f"jaco-2-{version}.conf" not in after:
+            problems.append(f"(iv) entry 2 not blessed (entries: {after})")
+        if problems:
+            raise Failed("; ".join(problems))
+        log("scenario entries: PASS ((i) highest version booted, (ii) options override the UKI "
+            "cmdline, (iii) +0-3 skipped, (iv) blessed after boot-complete.target)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("scenario", choices=["boot", "entries"])
+    ap.add_argument("--image", help="raw disk image (default: newest image/out/jaco-*-x86_64.raw)")
+    ap.add_argument("--disk-gb", type=int, default=6, help="virtual disk size (grows /var)")
+    ap.add_argument("--mask-health-gate", action="store_true",
+                    help="entries scenario: mask jaco-health-gate.service on the test entries "
+                         "(for an image whose jaco has no `upgrade health-gate`)")
+    args = ap.parse_args()
+
+    def on_signal(signum, _frame):
+        raise Failed(f"interrupted by signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    image = args.image or default_image()
+    log(f"image {image}")
+    t0 = time.monotonic()
+    try:
+        {"boot": scenario_boot, "entries": scenario_entries}[args.scenario](image, args)
+    except Failed as e:
+        log(f"FAIL: {e}")
+        return 1
+    finally:
+        log(f"wall time {time.monotonic() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
