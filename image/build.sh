@@ -10,6 +10,7 @@
 #
 # Usage: image/build.sh [--version V] [--min-version V] [--jaco-bin PATH] [--trust DIR]
 #                       [--sign-key FILE [--password-file FILE]] [--no-setup] [--clean]
+#                       [--test-break-isolation]
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,6 +25,7 @@ sign_key=""
 password_file=""
 setup=1
 clean=0
+break_isolation=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --version) version="$2"; shift 2 ;;
@@ -40,6 +42,7 @@ while [[ $# -gt 0 ]]; do
         --password-file=*) password_file="${1#*=}"; shift ;;
         --no-setup) setup=0; shift ;;
         --clean) clean=1; shift ;;
+        --test-break-isolation) break_isolation=1; shift ;;
         -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) printf 'build.sh: unknown argument %q\n' "$1" >&2; exit 2 ;;
     esac
@@ -133,6 +136,16 @@ else
 fi
 shopt -u nullglob
 for k in "${keys[@]}"; do install -m 0644 "$k" "$tree/usr/lib/jaco/keys/"; done
+if [[ "$break_isolation" -eq 1 ]]; then
+    # TEST ONLY: a release whose nodes can never pass their isolation self-test, for the QEMU
+    # rollback scenario; its health gate gives up after 90 s instead of 180 s.
+    log "WARNING: --test-break-isolation: this image's nodes fail their health gate on purpose"
+    install -D -m 0644 "$here/mkosi.extra/etc/jaco/daemon.yaml" "$tree/etc/jaco/daemon.yaml"
+    printf 'network:\n  nft_command: /nonexistent/nft\n' >>"$tree/etc/jaco/daemon.yaml"
+    install -d -m 0755 "$tree/usr/lib/systemd/system/jaco-health-gate.service.d"
+    printf '[Service]\nExecStart=\nExecStart=/usr/bin/jaco upgrade health-gate --timeout 90\n' \
+        >"$tree/usr/lib/systemd/system/jaco-health-gate.service.d/test-break-isolation.conf"
+fi
 log "jaco $("$jaco_bin" --version 2>/dev/null | head -n1) with ${#keys[@]} trusted key(s): ${keys[*]##*/}"
 
 # --- mkosi -----------------------------------------------------------------------------------
@@ -211,8 +224,23 @@ mcopy -o -i "$img" "$work/loader.conf" "::/loader/loader.conf"
 log "ESP: /EFI/jaco/jaco-$version.efi, /loader/entries/jaco-1-$version.conf (root=PARTUUID=$roota_uuid)"
 
 # --- upgrade payload -------------------------------------------------------------------------
-log "payload: root.img.zst ($((roota_size * sector / 1048576)) MiB slot), kernel.efi"
-dd if="$tmp_raw" bs="$sector" skip="$roota_start" count="$roota_size" status=none \
+# Only the erofs file system's own blocks (superblock at +1024: blkszbits at +12, blocks at
+# +36, little endian): the rest of the slot is never read, so an install need not write it.
+fs_bytes=$(python3 - "$tmp_raw" "$((roota_start * sector))" <<'PY'
+import struct, sys
+with open(sys.argv[1], "rb") as f:
+    f.seek(int(sys.argv[2]) + 1024)
+    sb = f.read(64)
+magic, = struct.unpack_from("<I", sb, 0)
+if magic != 0xE0F5E1E2:
+    sys.exit(f"root-a does not start with an erofs superblock (magic {magic:#x})")
+print(struct.unpack_from("<I", sb, 36)[0] << sb[12])
+PY
+)
+fs_sectors=$(( (fs_bytes + sector - 1) / sector ))
+[[ "$fs_sectors" -le "$roota_size" ]] || die "erofs claims $fs_bytes bytes, more than its slot"
+log "payload: root.img.zst ($((fs_bytes / 1048576)) MiB erofs in a $((roota_size * sector / 1048576)) MiB slot), kernel.efi"
+dd if="$tmp_raw" bs="$sector" skip="$roota_start" count="$fs_sectors" status=none \
     | zstd -q -T0 -9 -f -o "$out/root.img.zst.tmp"
 mv -f "$out/root.img.zst.tmp" "$out/root.img.zst"
 cp -f "$work/kernel.efi" "$out/kernel.efi"
