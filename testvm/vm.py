@@ -17,6 +17,10 @@ Scenarios:
   boot      (a) one VM: boot, mounts, /var grown, docker, the jaco daemon, cloud-init wrote the
             bootstrap file; `jaco cluster status` over the forwarded port once the image's jaco
             has `cluster bootstrap`.
+  upgrade   (d) a bundle signed by an untrusted key and one with a corrupted file are refused
+            and nothing reaches slot B; (b) an upgrade to --bundle reboots into slot B and is
+            blessed; (c) an upgrade to --broken-bundle fails its health gate, falls back to B,
+            is audited `upgrade_failed` and deny-listed.
   entries   systemd-boot Type #1 entries: the highest `version` among non-bad entries boots, its
             `options` override the UKI's command line, a `+0-3` entry is skipped, and
             systemd-bless-boot renames the counted entry after boot-complete.target.
@@ -93,7 +97,7 @@ class VM:
     """One QEMU guest with its own temporary directory; use as a context manager."""
 
     def __init__(self, image, name, *, user_data, meta_data=None, disk_gb=6, mem_mb=2048,
-                 smp=2, copy_disk=False, private_net=None):
+                 smp=2, copy_disk=False, private_net=None, reboots=False):
         self.image = os.path.abspath(image)
         self.name = name
         self.user_data = user_data
@@ -103,6 +107,7 @@ class VM:
         self.smp = smp
         self.copy_disk = copy_disk
         self.private_net = private_net  # ("listen"|"connect", port) or None
+        self.reboots = reboots  # False: a guest reboot ends QEMU (-no-reboot)
         self.dir = None
         self.proc = None
         self.api_port = None
@@ -163,7 +168,7 @@ class VM:
         cmd = [
             "qemu-system-x86_64", "-name", self.name, "-machine", "q35", "-accel", "tcg",
             "-cpu", "max", "-smp", str(self.smp), "-m", str(self.mem_mb),
-            "-nodefaults", "-display", "none", "-monitor", "none", "-no-reboot",
+            "-nodefaults", "-display", "none", "-monitor", "none",
             "-serial", f"file:{self.serial}",
             "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={first_existing(OVMF_CODE)}",
             "-drive", f"if=pflash,format=raw,unit=1,file={self.vars}",
@@ -173,6 +178,8 @@ class VM:
             "-device", "virtio-net-pci,netdev=wan",
             "-device", "virtio-rng-pci",
         ]
+        if not self.reboots:
+            cmd.append("-no-reboot")
         if self.private_net:
             mode, port = self.private_net
             cmd += ["-netdev", f"socket,id=lan,{mode}=127.0.0.1:{port}",
@@ -371,8 +378,8 @@ def _scenario_boot(image, args, bootstrap, jaco, seed_dir):
         status = None
         if jaco:
             env = dict(os.environ, JACO_TOKEN=open(os.path.join(seed_dir, "token")).read().strip())
-            cmd = [jaco, "--server", f"127.0.0.1:{vm.api_port}", "--ca-cert",
-                   os.path.join(seed_dir, "ca.pem"), "cluster", "status", "-o", "json"]
+            cmd = [jaco, "--server", f"127.0.0.1:{vm.api_port}", "--tls-server-name", vm.name,
+                   "--ca-cert", os.path.join(seed_dir, "ca.pem"), "cluster", "status", "-o", "json"]
             deadline = time.monotonic() + 240
             while True:
                 r = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -471,14 +478,180 @@ def scenario_entries(image, args):
             "cmdline, (iii) +0-3 skipped, (iv) blessed after boot-complete.target)")
 
 
+def jaco_cli(jaco, vm, seed_dir, *args, check=False):
+    """Runs the host's jaco against the VM's forwarded API port with the seeded token and CA."""
+    env = dict(os.environ, JACO_TOKEN=open(os.path.join(seed_dir, "token")).read().strip())
+    cmd = [jaco, "--server", f"127.0.0.1:{vm.api_port}", "--tls-server-name", vm.name,
+           "--ca-cert", os.path.join(seed_dir, "ca.pem"), *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if check and r.returncode != 0:
+        raise Failed(f"`jaco {' '.join(args)}` failed ({r.returncode}): {r.stdout}{r.stderr}")
+    return r
+
+
+def poll_json(jaco, vm, seed_dir, args, accept, timeout, what):
+    """Polls a `jaco … -o json` read until `accept(doc)` is true; returns the document."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        r = jaco_cli(jaco, vm, seed_dir, *args, "-o", "json")
+        if r.returncode == 0:
+            with contextlib.suppress(ValueError):
+                doc = json.loads(r.stdout)
+                last = doc
+                if accept(doc):
+                    return doc
+        else:
+            last = r.stderr.strip()
+        if time.monotonic() > deadline:
+            raise Failed(f"no {what} within {timeout} s; last answer: {last}")
+        time.sleep(2)
+
+
+def plan_node(doc):
+    return (doc or {}).get("nodes", [{}])[0] if doc else {}
+
+
+def this_node(doc):
+    return next(n for n in doc["nodes"] if n["name"] == doc["node"])
+
+
+def overlay_writes(overlay, start, length):
+    """Bytes of [start, start+length) that the VM wrote into its qcow2 overlay."""
+    m = json.loads(run(["qemu-img", "map", "-U", "--output=json", overlay]).stdout)
+    written = 0
+    for extent in m:
+        if extent.get("depth") != 0 or not extent.get("data"):
+            continue
+        lo = max(start, extent["start"])
+        hi = min(start + length, extent["start"] + extent["length"])
+        written += max(0, hi - lo)
+    return written
+
+
+def tampered_bundles(jaco, good, work):
+    """(d): the good bundle re-signed by a stranger's key, and one with a flipped payload byte."""
+    payload = os.path.join(work, "payload")
+    os.makedirs(payload)
+    run(["tar", "-xf", good, "-C", payload])
+    manifest = json.load(open(os.path.join(payload, "manifest.json")))
+    run([jaco, "upgrade", "bundle", "keygen", "--out", os.path.join(work, "stranger")])
+    foreign = os.path.join(work, "foreign.bundle")
+    run([jaco, "upgrade", "bundle", "create", "--version", manifest["version"],
+         "--min-version", manifest["min_version"], "--key", os.path.join(work, "stranger.key"),
+         "--root", os.path.join(payload, "root.img.zst"),
+         "--kernel", os.path.join(payload, "kernel.efi"), "--out", foreign])
+    corrupt = os.path.join(work, "corrupt.bundle")
+    shutil.copy(good, corrupt)
+    with open(corrupt, "r+b") as f:
+        f.seek(os.path.getsize(corrupt) // 2)  # inside root.img.zst, the largest entry
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    shutil.rmtree(payload)
+    return foreign, corrupt
+
+
+def scenario_upgrade(image, args):
+    """(b), (c), (d) on one VM: bad bundles refused with nothing written; an upgrade to slot B
+    blessed; a version that fails its health gate rolled back, audited and deny-listed."""
+    jaco = host_jaco()
+    if not (jaco and has_subcommand(jaco, "upgrade", "bundle", "create")):
+        raise Failed("the upgrade scenario needs a host jaco with `upgrade bundle` (JACO_BIN)")
+    good, broken = args.bundle, args.broken_bundle
+    for path in (good, broken):
+        if not (path and os.path.exists(path)):
+            raise Failed(f"bundle {path!r} missing: build it with image/build.sh (see testvm/README.md)")
+    work = tempfile.mkdtemp(prefix="jaco-testvm-upgrade-")
+    timings = {}
+    try:
+        seed_dir = os.path.join(work, "seed")
+        run([jaco, "cluster", "seed", "--out", seed_dir, "--name", "testvm"])
+        bootstrap = open(os.path.join(seed_dir, "bootstrap-init.yaml")).read()
+        foreign, corrupt = tampered_bundles(jaco, good, work)
+        parts = partitions(image)
+        with VM(image, "n0", user_data=user_data("upgrade", bootstrap), disk_gb=args.disk_gb,
+                reboots=True) as vm:
+            vm.prepare()
+            vm.start()
+            poll_json(jaco, vm, seed_dir, ["cluster", "status"],
+                      lambda d: d.get("initialized") and this_node(d).get("status") == "ready",
+                      600, "ready single-node cluster")
+            timings["boot to cluster ready"] = time.monotonic() - vm.started
+            nodes = poll_json(jaco, vm, seed_dir, ["node", "list"],
+                              lambda d: d and d[0].get("os_version"), 120, "node os_version")
+            log(f"before: {nodes}")
+
+            # (d) refused before anything is recorded or written.
+            for bad, reason in ((foreign, "untrusted_key"), (corrupt, "checksum_mismatch")):
+                r = jaco_cli(jaco, vm, seed_dir, "-v", "upgrade", "start", "--bundle", bad)
+                if r.returncode == 0 or "upgrade_verification_failed" not in r.stderr or reason not in r.stderr:
+                    raise Failed(f"{bad} was not refused with {reason}: {r.stdout}{r.stderr}")
+                log(f"(d) {os.path.basename(bad)} refused: {r.stderr.strip().splitlines()[0]}")
+            r = jaco_cli(jaco, vm, seed_dir, "upgrade", "status", check=True)
+            if "no upgrade has run" not in r.stdout:
+                raise Failed(f"a refused bundle left a plan: {r.stdout}")
+            slot_b = parts["root-b"]
+            written = overlay_writes(vm.disk, slot_b["offset"], slot_b["size"] * 512)
+            if written:
+                raise Failed(f"refused bundles wrote {written} bytes into root-b")
+            log("(d) PASS: nothing recorded, 0 bytes written to root-b")
+
+            # (b) upgrade into slot B, reboot, blessed.
+            t0 = time.monotonic()
+            r = jaco_cli(jaco, vm, seed_dir, "upgrade", "start", "--bundle", good)
+            if r.returncode != 0:
+                raise Failed(f"upgrade start failed: {r.stdout}{r.stderr}")
+            timings["(b) upload + verify + install until reboot"] = time.monotonic() - t0
+            plan = poll_json(jaco, vm, seed_dir, ["upgrade", "status"],
+                             lambda d: d and plan_node(d).get("state") in ("succeeded", "failed", "rolled_back"),
+                             900, "upgrade outcome")
+            timings["(b) reboot to blessed"] = time.monotonic() - t0 - timings["(b) upload + verify + install until reboot"]
+            if plan_node(plan).get("state") != "succeeded":
+                raise Failed(f"(b) upgrade did not succeed: {plan}")
+            nodes = poll_json(jaco, vm, seed_dir, ["node", "list"],
+                              lambda d: d and d[0].get("boot_slot") == "b", 120, "node on slot b")
+            log(f"(b) PASS: {nodes}")
+
+            # (c) a version that fails its health gate rolls back to B by itself.
+            t0 = time.monotonic()
+            r = jaco_cli(jaco, vm, seed_dir, "upgrade", "start", "--bundle", broken)
+            if r.returncode != 0:
+                raise Failed(f"upgrade start (broken) failed: {r.stdout}{r.stderr}")
+            plan = poll_json(jaco, vm, seed_dir, ["upgrade", "status"],
+                             lambda d: d and plan_node(d).get("state") in ("succeeded", "failed", "rolled_back"),
+                             1200, "broken upgrade outcome")
+            timings["(c) start to rolled back"] = time.monotonic() - t0
+            if plan_node(plan).get("state") != "rolled_back":
+                raise Failed(f"(c) expected rolled_back: {plan}")
+            audit = jaco_cli(jaco, vm, seed_dir, "audit", "--type", "upgrade_failed", "-o", "json", check=True)
+            if "upgrade_failed" not in audit.stdout:
+                raise Failed(f"(c) no upgrade_failed audit event: {audit.stdout}")
+            r = jaco_cli(jaco, vm, seed_dir, "upgrade", "start", "--bundle", broken)
+            if r.returncode == 0 or "failed on this node before" not in r.stderr:
+                raise Failed(f"(c) the failed version was not deny-listed: {r.stdout}{r.stderr}")
+            nodes = poll_json(jaco, vm, seed_dir, ["node", "list"],
+                              lambda d: d and d[0].get("boot_slot") == "b", 120, "node back on slot b")
+            log(f"(c) PASS: {plan_node(plan)}; audit {audit.stdout.strip()[:300]}")
+        for k, v in timings.items():
+            log(f"timing {k}: {v:.1f} s")
+        log("scenario upgrade: PASS")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scenario", choices=["boot", "entries"])
+    ap.add_argument("scenario", choices=["boot", "entries", "upgrade"])
     ap.add_argument("--image", help="raw disk image (default: newest image/out/jaco-*-x86_64.raw)")
     ap.add_argument("--disk-gb", type=int, default=6, help="virtual disk size (grows /var)")
     ap.add_argument("--mask-health-gate", action="store_true",
                     help="entries scenario: mask jaco-health-gate.service on the test entries "
                          "(for an image whose jaco has no `upgrade health-gate`)")
+    ap.add_argument("--bundle", help="upgrade scenario: a good bundle of a newer version "
+                    "(image/build.sh --version 0.2.0)")
+    ap.add_argument("--broken-bundle", help="upgrade scenario: a still newer bundle that fails its "
+                    "health gate (image/build.sh --version 0.3.0 --test-break-isolation)")
     args = ap.parse_args()
 
     def on_signal(signum, _frame):
@@ -490,7 +663,9 @@ def main():
     log(f"image {image}")
     t0 = time.monotonic()
     try:
-        {"boot": scenario_boot, "entries": scenario_entries}[args.scenario](image, args)
+        scenarios = {"boot": scenario_boot, "entries": scenario_entries,
+                     "upgrade": scenario_upgrade}
+        scenarios[args.scenario](image, args)
     except Failed as e:
         log(f"FAIL: {e}")
         return 1
