@@ -428,6 +428,7 @@ pub(crate) mod tests {
                 "raft_address": "node-a:7000",
                 "version": "0.1.0",
                 "os_version": "",
+                "boot_slot": "",
                 "joined_at": "2023-11-14T22:13:20Z",
                 "last_heartbeat_at": null,
                 "labels": {},

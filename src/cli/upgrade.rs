@@ -753,7 +753,13 @@ fn observe(args: &HealthGateArgs, socket: &Path) -> Observation {
         Ok((status, node, consistent, not_running)) => {
             observation.member = status.initialized;
             observation.raft_error = consistent.err();
-            observation.isolation = node.and_then(|n| n.isolation).map(|c| (c.ok, c.message));
+            // Only a report from this boot counts: the record still holds the previous boot's
+            // until this boot's network supervisor has checked its table.
+            let boot_id = crate::net::supervisor::boot_id();
+            observation.isolation = node
+                .and_then(|n| n.isolation)
+                .filter(|c| c.details.get(crate::net::supervisor::BOOT_ID_DETAIL) == Some(&boot_id))
+                .map(|c| (c.ok, c.message));
             observation.replicas_not_running = not_running;
         }
     }

@@ -411,9 +411,13 @@ async fn report_once(
 ) -> Result<(), Error> {
     let running = host.running_version();
     let outcome = record::outcome(pending, &running, host.records().gate_failure()?.as_ref());
+    // Ready as this daemon process saw it: the record may still hold what the process before
+    // the upgrade reported.
     let ready = member
-        .read(|s| s.node(&member.name).map(|n| n.status()))
-        .is_some_and(|status| status == pb::NodeStatus::Ready);
+        .read(|s| s.node(&member.name).cloned())
+        .is_some_and(|n| {
+            n.status() == pb::NodeStatus::Ready && crate::net::supervisor::isolation_ok_here(&n)
+        });
     if outcome == Outcome::Succeeded {
         if let HostKind::Binary { binary } = host.kind()? {
             let window = Duration::from_millis(host.settings.health_timeout_ms);

@@ -97,6 +97,9 @@ struct Supervisor {
     applied: Option<RulesetSpec>,
     /// The isolation outcome last reported (None before the first).
     isolation: Option<Result<(), Error>>,
+    /// This boot's id (`/proc/sys/kernel/random/boot_id`), stamped on the isolation condition
+    /// so that a boot health gate never mistakes the previous boot's report for this one's.
+    boot_id: String,
 }
 
 impl Supervisor {
@@ -116,6 +119,7 @@ impl Supervisor {
             mesh: None,
             applied: None,
             isolation: None,
+            boot_id: boot_id(),
             member,
             settings,
             key,
@@ -201,7 +205,11 @@ impl Supervisor {
         let Some(stored) = stored else {
             return;
         };
-        let stored_ok = stored.isolation.as_ref().map(|c| c.ok);
+        let stored_ok = stored
+            .isolation
+            .as_ref()
+            .filter(|c| c.details.get(INSTANCE_DETAIL).map(String::as_str) == Some(instance_id()))
+            .map(|c| c.ok);
         let status = stored.status();
         let in_line = match &outcome {
             Ok(()) => stored_ok == Some(true) && status != pb::NodeStatus::IsolationUnavailable,
@@ -217,7 +225,7 @@ impl Supervisor {
         if in_line {
             return;
         }
-        let command = isolation_report(&stored, &outcome);
+        let command = isolation_report(&stored, &outcome, &self.boot_id);
         if let Err(error) = self.submit(command).await {
             tracing::warn!(error = %error.render(true), "cannot report the isolation condition");
         }
@@ -331,7 +339,39 @@ fn self_test_failed(reason: String) -> Error {
 /// The `SetNodeStatus` that records `outcome` for `node`: not ok → `isolation_unavailable`
 /// with the error; ok → the condition, and `ready` again when it was `isolation_unavailable`
 /// (a joining node is marked ready by the leader once it has also caught up).
-fn isolation_report(node: &pb::Node, outcome: &Result<(), Error>) -> pb::command::Kind {
+/// The isolation condition's detail naming the boot that reported it.
+pub const BOOT_ID_DETAIL: &str = "boot_id";
+
+/// The isolation condition's detail naming the daemon process that reported it.
+pub const INSTANCE_DETAIL: &str = "daemon_instance";
+
+/// A random id of this daemon process, made on first use.
+pub fn instance_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| crate::pki::hex(&rand::random::<[u8; 8]>()))
+}
+
+/// Whether `node`'s isolation condition was reported by this daemon process and is ok.
+pub fn isolation_ok_here(node: &pb::Node) -> bool {
+    node.isolation.as_ref().is_some_and(|c| {
+        c.ok && c.details.get(INSTANCE_DETAIL).map(String::as_str) == Some(instance_id())
+    })
+}
+
+/// This boot's id, or empty where the kernel does not say.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn isolation_report(
+    node: &pb::Node,
+    outcome: &Result<(), Error>,
+    boot_id: &str,
+) -> pb::command::Kind {
+    let stamp = (BOOT_ID_DETAIL.to_owned(), boot_id.to_owned());
+    let instance = (INSTANCE_DETAIL.to_owned(), instance_id().to_owned());
     let (status, status_details, condition) = match outcome {
         Ok(()) => {
             let status = (node.status() == pb::NodeStatus::IsolationUnavailable)
@@ -343,6 +383,7 @@ fn isolation_report(node: &pb::Node, outcome: &Result<(), Error>) -> pb::command
             };
             let condition = pb::NodeCondition {
                 ok: true,
+                details: [stamp, instance].into(),
                 ..Default::default()
             };
             (status, details, condition)
@@ -362,7 +403,10 @@ fn isolation_report(node: &pb::Node, outcome: &Result<(), Error>) -> pb::command
                 code: code.as_str().to_owned(),
                 message: error.message.clone(),
                 details: (error.details.clone().into_iter())
-                    .chain([("error_code".to_owned(), error.code.as_str().to_owned())])
+                    .chain([
+                        ("error_code".to_owned(), error.code.as_str().to_owned()),
+                        stamp,
+                    ])
                     .collect(),
                 ..Default::default()
             };
@@ -437,11 +481,12 @@ mod tests {
     #[test]
     fn a_failed_self_test_makes_the_node_isolation_unavailable() {
         let error = self_test_failed("no drop rule".into());
-        let kind = isolation_report(&node(pb::NodeStatus::Ready), &Err(error));
+        let kind = isolation_report(&node(pb::NodeStatus::Ready), &Err(error), "boot-1");
         let report = status_of(&kind);
         assert_eq!(report.status(), pb::NodeStatus::IsolationUnavailable);
         let condition = report.isolation.as_ref().unwrap();
         assert!(!condition.ok);
+        assert_eq!(condition.details[BOOT_ID_DETAIL], "boot-1");
         assert_eq!(condition.code, "isolation_self_test_failed");
         assert!(condition.message.contains("no drop rule"));
         assert_eq!(report.status_details["code"], "isolation_self_test_failed");
@@ -449,13 +494,17 @@ mod tests {
 
     #[test]
     fn a_pass_restores_ready_only_after_unavailable() {
-        let kind = isolation_report(&node(pb::NodeStatus::IsolationUnavailable), &Ok(()));
+        let kind = isolation_report(&node(pb::NodeStatus::IsolationUnavailable), &Ok(()), "b");
         let report = status_of(&kind);
         assert_eq!(report.status(), pb::NodeStatus::Ready);
         assert!(report.status_details.is_empty());
         assert!(report.isolation.as_ref().unwrap().ok);
+        assert_eq!(
+            report.isolation.as_ref().unwrap().details[BOOT_ID_DETAIL],
+            "b"
+        );
         // A joining node keeps its status (the leader marks it ready) and its details.
-        let kind = isolation_report(&node(pb::NodeStatus::Joining), &Ok(()));
+        let kind = isolation_report(&node(pb::NodeStatus::Joining), &Ok(()), "b");
         let report = status_of(&kind);
         assert_eq!(report.status, 0);
         assert_eq!(report.status_details["reason"], "x");

@@ -14,7 +14,8 @@ pub struct Observation {
     pub member: bool,
     /// Why a linearizable read through the leader failed (not caught up / no leader), if it did.
     pub raft_error: Option<String>,
-    /// This node's isolation condition: `None` until reported, else (ok, message).
+    /// This node's isolation condition as reported during this boot: `None` until then (the
+    /// node's record may still hold the previous boot's), else (ok, message).
     pub isolation: Option<(bool, String)>,
     /// Why the docker engine did not answer a ping, if it did not.
     pub docker_error: Option<String>,
@@ -45,7 +46,9 @@ pub fn assess(o: &Observation) -> Verdict {
             reasons.push(format!("raft is not caught up with a leader: {error}"));
         }
         match &o.isolation {
-            None => reasons.push("the isolation self-test has not reported yet".to_owned()),
+            None => {
+                reasons.push("the isolation self-test has not reported in this boot yet".to_owned())
+            }
             Some((false, message)) => {
                 reasons.push(format!("the isolation self-test failed: {message}"));
             }
