@@ -971,7 +971,8 @@ async fn a_binary_upgrade_is_verified_swapped_and_a_failed_one_is_rolled_back_an
     let deadline = Instant::now() + DEADLINE;
     let plan = loop {
         let (_, out, _) = upgrade(&cluster, &["status", "-o", "json"]);
-        if out.contains("\"rolled_back\"") {
+        // The node reports its verdict; the leader's controller then stops the plan.
+        if out.contains("\"rolled_back\"") && out.contains("\"state\": \"failed\"") {
             break out;
         }
         assert!(
@@ -989,4 +990,205 @@ async fn a_binary_upgrade_is_verified_swapped_and_a_failed_one_is_rolled_back_an
         err.contains("deny_listed") || err.contains("failed on this node before"),
         "{err}"
     );
+}
+
+/// A stripped copy of the jaco under test with `marker` appended: it runs the same, but its
+/// bytes (and so its SHA-256, by which a plain host knows its installed version) differ.
+fn marked_jaco(dir: &std::path::Path, marker: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("jaco-{marker}"));
+    let status = std::process::Command::new("strip")
+        .arg("-o")
+        .arg(&path)
+        .arg(env!("CARGO_BIN_EXE_jaco"))
+        .status()
+        .expect("run strip (binutils)");
+    assert!(status.success());
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, marker.as_bytes()).unwrap();
+    path
+}
+
+/// The plan as `jaco upgrade status -o json` prints it, asked of daemon `index`.
+fn plan_json(cluster: &Daemons, index: usize) -> Option<serde_json::Value> {
+    let socket = cluster.nodes[index].socket.to_string_lossy().into_owned();
+    let (status, out, _) = cli(
+        cluster,
+        index,
+        &["--socket", &socket, "upgrade", "status", "-o", "json"],
+    );
+    (status == 0).then(|| serde_json::from_str(&out).ok())?
+}
+
+fn node_states(plan: &serde_json::Value) -> Vec<(String, String)> {
+    plan["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .map(|n| {
+                    (
+                        n["node"].as_str().unwrap_or_default().to_owned(),
+                        n["state"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Drives a fleet plan on plain hosts whose reboot command does nothing: whenever a node
+/// reports `rebooting`, its daemon is restarted (from `program(index)`), as systemd would after
+/// the swap. Returns the final plan and the order in which nodes rebooted.
+async fn drive_fleet_plan(
+    cluster: &mut Daemons,
+    program: impl Fn(usize) -> Option<std::path::PathBuf>,
+) -> (serde_json::Value, Vec<String>) {
+    let mut rebooted: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        // Ask a node that is up (the one rebooting may be any of them).
+        let plan = (0..cluster.nodes.len()).find_map(|i| plan_json(cluster, i));
+        if let Some(plan) = &plan {
+            if ["succeeded", "failed", "aborted"].contains(&plan["state"].as_str().unwrap_or("")) {
+                return (plan.clone(), rebooted);
+            }
+            for (node, state) in node_states(plan) {
+                if state == "rebooting" && !rebooted.contains(&node) {
+                    let index: usize = node[1..].parse().unwrap();
+                    cluster.terminate(index);
+                    cluster.nodes[index].program = program(index);
+                    cluster.launch(index);
+                    rebooted.push(node);
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fleet upgrade did not end: {plan:#?}\n{}\n{}\n{}",
+            cluster.log_tail(0),
+            cluster.log_tail(1),
+            cluster.log_tail(2)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_upgrade_goes_follower_by_follower_hands_leadership_over_and_stops_on_a_failure() {
+    let work = tempfile::tempdir().unwrap();
+    let keys_dir = work.path().join("keys");
+    std::fs::create_dir(&keys_dir).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_jaco"))
+        .args(["upgrade", "bundle", "keygen", "--out"])
+        .arg(keys_dir.join("release"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let key = keys_dir.join("release.key");
+    let extra = format!(
+        "leader_wait_ms: 100\nupgrade:\n  mode: binary\n  keys_dir: {}\n  reboot_command: \"true\"\n",
+        keys_dir.display()
+    );
+    let mut cluster = Daemons::prepare(3, &extra);
+    // Each node runs its own copy, which its upgrade replaces.
+    let installed: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| {
+            let path = work.path().join(format!("n{i}-jaco"));
+            std::fs::copy(env!("CARGO_BIN_EXE_jaco"), &path).unwrap();
+            path
+        })
+        .collect();
+    for (index, path) in installed.iter().enumerate() {
+        cluster.nodes[index].program = Some(path.clone());
+        cluster.launch(index);
+    }
+    cluster.form().await;
+    let leader_before = cluster
+        .status(0)
+        .await
+        .unwrap()
+        .nodes
+        .into_iter()
+        .find(|n| n.raft_role() == pb::RaftRole::Leader)
+        .expect("a leader")
+        .name;
+
+    // 9.0.0 for every node, started through n1 (the bundle is uploaded there and fetched
+    // from there by the others).
+    let start_all = |cluster: &Daemons, version: &str, detach: bool| {
+        let payload = marked_jaco(work.path(), version);
+        let bundle = binary_bundle(
+            work.path(),
+            &key,
+            version,
+            &std::fs::read(&payload).unwrap(),
+        );
+        let socket = cluster.nodes[1].socket.to_string_lossy().into_owned();
+        let bundle = bundle.to_string_lossy().into_owned();
+        let mut args = vec![
+            "--socket", &socket, "upgrade", "start", "--bundle", &bundle, "--all",
+        ];
+        if detach {
+            args.push("--detach");
+        }
+        cli(cluster, 1, &args)
+    };
+    let (status, out, err) = start_all(&cluster, "9.0.0", true);
+    assert_eq!(status, 0, "{out}{err}");
+    let (again, _, err) = start_all(&cluster, "9.0.0", false);
+    assert_eq!(again, 1);
+    assert!(err.contains("upgrade_in_progress"), "{err}");
+
+    let (plan, order) = drive_fleet_plan(&mut cluster, |i| Some(installed[i].clone())).await;
+    assert_eq!(plan["state"], "succeeded", "{plan:#}");
+    assert!(
+        node_states(&plan).iter().all(|(_, s)| s == "succeeded"),
+        "{plan:#}"
+    );
+    // One at a time, the leader of the start last (after it handed leadership over).
+    assert_eq!(order.len(), 3, "{order:?}");
+    assert_eq!(order.last(), Some(&leader_before), "{order:?}");
+    // Every node now runs (and reports) 9.0.0; three upgrade_succeeded audit events.
+    cluster
+        .wait_status(0, "every node reports 9.0.0", |s| {
+            s.nodes.len() == 3 && s.nodes.iter().all(|n| n.version == "9.0.0")
+        })
+        .await;
+    let audits = audit_types(&cluster, 0);
+    assert_eq!(
+        audits.iter().filter(|t| *t == "upgrade_succeeded").count(),
+        3,
+        "{audits:?}"
+    );
+
+    // 9.1.0: the first node to take its turn comes back on a binary that is neither version
+    // (as if an operator had put another one in place): it fails and the fleet stops there.
+    let (status, out, err) = start_all(&cluster, "9.1.0", true);
+    assert_eq!(status, 0, "{out}{err}");
+    let (plan, order) = drive_fleet_plan(&mut cluster, |_| None).await;
+    assert_eq!(plan["state"], "failed", "{plan:#}");
+    assert_eq!(order.len(), 1, "{order:?}");
+    let states = node_states(&plan);
+    let failed: Vec<&String> = states
+        .iter()
+        .filter(|(_, s)| s == "failed")
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(failed, [&order[0]], "{plan:#}");
+    assert_eq!(
+        states.iter().filter(|(_, s)| s == "skipped").count(),
+        2,
+        "{plan:#}"
+    );
+    assert!(
+        plan["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&order[0]),
+        "{plan:#}"
+    );
+    assert!(audit_types(&cluster, 0).contains(&"upgrade_failed".to_owned()));
 }

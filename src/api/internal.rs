@@ -3,9 +3,10 @@
 //! Served on the mTLS port to peers only: raft's three RPCs, `Submit` (a follower forwarding a
 //! write to the leader), `ReadIndex` (a linearizable read point) and `Heartbeat` (liveness and
 //! reachability probes), `SignNodeCsr` (admission of a joiner, through [`Admission`]), and
-//! `Logs`/`Exec` of this node's containers for the node that answers the CLI. RPCs that belong
-//! to later subsystems (subnets, bundles) answer `unimplemented` with the reason; they never
-//! pretend. This module
+//! `Logs`/`Exec` of this node's containers for the node that answers the CLI, and for fleet
+//! upgrades `StartElection` (a leader hands leadership over) and `FetchBundle` (a plan's bundle
+//! from the node that holds it). RPCs that belong to later subsystems answer `unimplemented`
+//! with the reason; they never pretend. This module
 //! routes and converts; decisions are made by raft and the state machine.
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use tokio_stream::StreamExt;
 
 use super::replica_io;
 use super::submit::{BoxFuture, Peers, Submitter};
+use crate::daemon::upgrade::UpgradeHost;
 use crate::error::{Code, Error};
 use crate::proto::v1 as pb;
 use crate::proto::v1::internal_client::InternalClient;
@@ -44,6 +46,7 @@ pub struct InternalService<P: Peers> {
     node_name: String,
     admission: Option<Arc<dyn Admission>>,
     runtime: Option<Arc<dyn Runtime>>,
+    upgrade_host: Option<Arc<UpgradeHost>>,
 }
 
 impl<P: Peers> InternalService<P> {
@@ -56,6 +59,7 @@ impl<P: Peers> InternalService<P> {
             node_name,
             admission: None,
             runtime: None,
+            upgrade_host: None,
         }
     }
 
@@ -75,6 +79,12 @@ impl<P: Peers> InternalService<P> {
             .with("reason", "no_runtime")
             .into()
         })
+    }
+
+    /// Serves `FetchBundle` from the bundles `host` keeps for running upgrade plans.
+    pub fn with_upgrade_host(mut self, host: Option<Arc<UpgradeHost>>) -> Self {
+        self.upgrade_host = host;
+        self
     }
 
     /// Serves `SignNodeCsr` with `admission` (without it, joiners are refused).
@@ -268,18 +278,42 @@ impl<P: Peers> Internal for InternalService<P> {
 
     async fn start_election(
         &self,
-        _request: Request<pb::StartElectionRequest>,
+        request: Request<pb::StartElectionRequest>,
     ) -> Result<Response<pb::StartElectionResponse>, Status> {
-        Err(later("StartElection", "fleet upgrades (issue 7)"))
+        let reason = request.into_inner().reason;
+        tracing::info!(%reason, "campaigning for leadership on request");
+        self.raft.trigger().elect().await.map_err(|e| {
+            Status::from(
+                Error::new(Code::Internal, format!("cannot start an election: {e}"))
+                    .with("reason", "raft_stopped"),
+            )
+        })?;
+        Ok(Response::new(pb::StartElectionResponse {
+            term: self.raft.metrics().borrow().current_term,
+        }))
     }
 
     type FetchBundleStream = PeerStream<pb::FetchBundleResponse>;
 
     async fn fetch_bundle(
         &self,
-        _request: Request<pb::FetchBundleRequest>,
+        request: Request<pb::FetchBundleRequest>,
     ) -> Result<Response<Self::FetchBundleStream>, Status> {
-        Err(later("FetchBundle", "fleet upgrades (issue 7)"))
+        let host = self.upgrade_host.as_ref().ok_or_else(|| {
+            Status::from(Error::new(
+                Code::UpgradeFailed,
+                format!("node {} serves no upgrade bundles", self.node_name),
+            ))
+        })?;
+        let request = request.into_inner();
+        let chunks = crate::daemon::fleet::serve_bundle(host, &request.plan_id, request.offset)
+            .await
+            .map_err(Status::from)?;
+        let stream = futures_util::stream::unfold(chunks, |mut chunks| async move {
+            let chunk = chunks.recv().await?;
+            Some((chunk.map_err(Status::from), chunks))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 

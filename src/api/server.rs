@@ -77,7 +77,8 @@ pub async fn serve_tls(
         member.name.clone(),
     )
     .with_admission(member.clone())
-    .with_runtime(context.runtime().ok());
+    .with_runtime(context.runtime().ok())
+    .with_upgrade_host(context.upgrade_host().ok());
     Server::builder()
         .tls_config(tonic_server_tls(&member.identity, ClientAuth::Optional))
         .map_err(|e| serve_error("TLS API", e))?

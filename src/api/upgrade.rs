@@ -1,13 +1,13 @@
-//! The `Upgrade` gRPC service (SPEC §9.3–9.4): bundle uploads, starting an upgrade of the
-//! serving node, its status and abort.
+//! The `Upgrade` gRPC service (SPEC §9.3–9.4): bundle uploads, starting a fleet upgrade
+//! plan, its status and abort.
 //!
-//! Role: admit a request (the bundle is verified and the version rules checked before anything
-//! is recorded, so a bad bundle changes nothing), record the plan in raft, and hand the install
-//! and reboot to a background task that reports each step on the plan. This build upgrades the
-//! node that serves the request; a rollout over several nodes is refused with
-//! `validation_failed` (`reason: fleet_rollout_unavailable`) rather than half done.
+//! Role: admit a request (the bundle is verified, and on a target node the version rules
+//! checked, before anything is recorded, so a bad bundle changes nothing), keep the bundle for
+//! the plan on this node (the other nodes fetch it from here), and record the plan in raft;
+//! the leader's controller and each node's agent ([`crate::daemon::fleet`]) do the rest.
 //!
-//! This module must not verify or write anything itself ([`crate::daemon::upgrade`] does).
+//! This module must not verify or write anything itself ([`crate::daemon::upgrade`] does), nor
+//! order the nodes' turns ([`crate::upgrade::fleet`] does).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,9 +17,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::Identity;
 use super::context::{ApiContext, caller, require_local};
-use crate::daemon::member::Member;
+use crate::daemon::fleet::blocking;
 use crate::daemon::upgrade::UpgradeHost;
 use crate::error::{Code, Error};
 use crate::proto::v1 as pb;
@@ -43,6 +42,84 @@ fn invalid(field: &str, reason: &str, message: impl Into<String>) -> Error {
     Error::new(Code::ValidationFailed, message)
         .with("field", field)
         .with("reason", reason)
+}
+
+/// The nodes a request targets, in upgrade order (followers by name, then the leader): every
+/// node for `all`, the named ones, or else the serving node.
+fn targets(
+    state: &crate::state::State,
+    me: &str,
+    leader: Option<&str>,
+    request: &pb::StartUpgradeRequest,
+) -> Result<Vec<String>, Error> {
+    let mut names: Vec<String> = if request.all {
+        if !request.nodes.is_empty() {
+            return Err(invalid(
+                "nodes",
+                "conflict",
+                "name nodes or ask for all of them, not both",
+            ));
+        }
+        state.nodes().map(|n| n.name.clone()).collect()
+    } else if request.nodes.is_empty() {
+        vec![me.to_owned()]
+    } else {
+        for name in &request.nodes {
+            if state.node(name).is_none() {
+                return Err(Error::new(
+                    Code::NotFound,
+                    format!("there is no node {name} in this cluster"),
+                )
+                .with("node", name));
+            }
+        }
+        request.nodes.clone()
+    };
+    names.sort();
+    names.dedup();
+    names.sort_by_key(|name| Some(name.as_str()) == leader);
+    Ok(names)
+}
+
+/// Where a plan's bundle comes from on the serving node.
+#[derive(Debug, Clone)]
+enum Source {
+    /// Uploaded by the CLI: the plan takes the file.
+    Upload(PathBuf),
+    /// A file on the node (a local caller's): the plan keeps a copy.
+    Path(PathBuf),
+}
+
+impl Source {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Source::Upload(path) | Source::Path(path) => path,
+        }
+    }
+
+    /// Keeps the bundle at `kept` for the plan (a hard link or copy of a caller's file).
+    fn keep_as(&self, kept: &std::path::Path) -> Result<(), Error> {
+        if let Some(dir) = kept.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| crate::upgrade::io_failed("create", dir, &e))?;
+        }
+        let kept_ok = match self {
+            Source::Upload(path) => std::fs::rename(path, kept),
+            Source::Path(path) => {
+                std::fs::hard_link(path, kept).or_else(|_| std::fs::copy(path, kept).map(drop))
+            }
+        };
+        kept_ok.map_err(|e| crate::upgrade::io_failed("keep", kept, &e))
+    }
+
+    /// Undoes [`Source::keep_as`] when the plan was not recorded.
+    fn restore_from(&self, kept: &std::path::Path) -> Result<(), Error> {
+        let undone = match self {
+            Source::Upload(path) => std::fs::rename(kept, path),
+            Source::Path(_) => std::fs::remove_file(kept),
+        };
+        undone.map_err(|e| crate::upgrade::io_failed("restore", kept, &e))
+    }
 }
 
 /// An upload id: 16 lowercase hex characters (it names a file).
@@ -69,15 +146,6 @@ fn upload_path(host: &UpgradeHost, id: &str) -> Result<PathBuf, Error> {
     Ok(path)
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| {
-        Error::new(Code::Internal, format!("the upgrade task panicked: {e}"))
-            .with("reason", "task_failed")
-    })?
-}
-
 #[tonic::async_trait]
 impl Upgrade for UpgradeService {
     async fn start(
@@ -88,41 +156,23 @@ impl Upgrade for UpgradeService {
         let member = self.context.member()?;
         let host = self.context.upgrade_host()?;
         let request = request.into_inner();
-        let me = member.name.clone();
-        let others: Vec<String> = if request.all {
-            member.read(|s| {
-                s.nodes()
-                    .map(|n| n.name.clone())
-                    .filter(|n| *n != me)
-                    .collect()
-            })
-        } else {
-            request
-                .nodes
-                .iter()
-                .filter(|n| **n != me)
-                .cloned()
-                .collect()
-        };
-        if !others.is_empty() {
+        if request.drain {
             return Err(invalid(
-                "nodes",
-                "fleet_rollout_unavailable",
-                format!(
-                    "this build upgrades the node that serves the request ({me}); a rollout \
-                     over other nodes ({}) is not available yet: run the upgrade against each \
-                     node in turn",
-                    others.join(", ")
-                ),
+                "drain",
+                "drain_unavailable",
+                "draining during an upgrade is not available in this build; drain the nodes \
+                 first (`jaco node drain`) and upgrade without --drain",
             )
             .into());
         }
-        let bundle = match &request.bundle {
+        let leader = member.leader().map(|l| l.name);
+        let targets = member.read(|s| targets(s, &member.name, leader.as_deref(), &request))?;
+        let source = match &request.bundle {
             Some(Bundle::Path(path)) => {
                 require_local(&identity, "a bundle path on the node")?;
-                PathBuf::from(path)
+                Source::Path(PathBuf::from(path))
             }
-            Some(Bundle::UploadId(id)) => upload_path(&host, id)?,
+            Some(Bundle::UploadId(id)) => Source::Upload(upload_path(&host, id)?),
             Some(Bundle::Url(_)) => {
                 return Err(invalid(
                     "bundle",
@@ -134,65 +184,64 @@ impl Upgrade for UpgradeService {
             None => return Err(invalid("bundle", "missing", "the request names no bundle").into()),
         };
         if let Some(running) = member.read(|s| s.running_upgrade().cloned()) {
-            return Err(Error::new(
-                Code::UpgradeInProgress,
-                format!(
-                    "upgrade {} to {} is still running",
-                    running.id, running.version
-                ),
-            )
-            .with("plan_id", running.id)
-            .into());
+            return Err(crate::state::upgrade_in_progress(&running).into());
         }
         let verified = {
-            let (host, bundle) = (host.clone(), bundle.clone());
-            let force = request.force;
-            blocking(move || host.admit(&bundle, force)).await?
+            let (host, bundle, force) = (host.clone(), source.path().to_owned(), request.force);
+            let here = targets.iter().any(|t| *t == member.name);
+            blocking(move || {
+                // The version rules are each target's own; this node checks them when it is
+                // one, and every target checks them again on its turn.
+                if here {
+                    host.admit(&bundle, force)
+                } else {
+                    crate::upgrade::bundle::verify(&bundle, &host.keys()?)
+                }
+            })
+            .await?
         };
         let plan_id = crate::pki::hex(&rand::random::<[u8; 8]>());
-        let from_version = host.running_version();
-        let plan = pb::UpgradePlan {
+        let kept = crate::daemon::fleet::plan_bundle(&host, &plan_id)?;
+        {
+            let (source, kept) = (source.clone(), kept.clone());
+            blocking(move || source.keep_as(&kept)).await?;
+        }
+        let plan = member.read(|s| pb::UpgradePlan {
             id: plan_id.clone(),
             version: verified.manifest.version.clone(),
             min_version: verified.manifest.min_version.clone(),
-            bundle_node: me.clone(),
+            bundle_node: member.name.clone(),
             manifest_sha256: verified.manifest_sha256.clone(),
             force: request.force,
             drain: request.drain,
-            nodes: vec![pb::UpgradeNodeStatus {
-                node: me.clone(),
-                state: pb::UpgradeNodeState::Installing.into(),
-                from_version,
-                to_version: verified.manifest.version.clone(),
-                started_at_unix_ms: crate::pki::now_unix_ms(),
-                ..Default::default()
-            }],
+            nodes: targets
+                .iter()
+                .map(|name| pb::UpgradeNodeStatus {
+                    node: name.clone(),
+                    state: pb::UpgradeNodeState::Pending.into(),
+                    from_version: s
+                        .node(name)
+                        .map(crate::daemon::fleet::running_version)
+                        .unwrap_or_default(),
+                    to_version: verified.manifest.version.clone(),
+                    ..Default::default()
+                })
+                .collect(),
             ..Default::default()
-        };
-        member
+        });
+        let recorded = member
             .submit(
                 &identity,
                 Kind::StartUpgrade(pb::StartUpgrade { plan: Some(plan) }),
             )
-            .await?;
-        member
-            .submit(
-                &identity,
-                Kind::UpdateUpgrade(pb::UpdateUpgrade {
-                    plan_id: plan_id.clone(),
-                    state: pb::UpgradeState::InProgress.into(),
-                    current_node: me,
-                    ..Default::default()
-                }),
-            )
-            .await?;
-        tokio::spawn(install_and_reboot(
-            member.clone(),
-            host,
-            bundle,
-            request.force,
-            plan_id.clone(),
-        ));
+            .await;
+        if let Err(error) = recorded {
+            // Not started: the upload stays usable for another try.
+            blocking(move || source.restore_from(&kept)).await?;
+            return Err(error.into());
+        }
+        // A follower applies the commit a moment after the leader: read after it.
+        member.read_barrier(true).await?;
         let plan = member.read(|s| s.upgrade_plans().find(|p| p.id == plan_id).cloned());
         Ok(Response::new(pb::StartUpgradeResponse { plan }))
     }
@@ -246,6 +295,7 @@ impl Upgrade for UpgradeService {
                 }),
             )
             .await?;
+        member.read_barrier(true).await?;
         let plan = member.read(|s| {
             s.upgrade_plans()
                 .filter(|p| request.plan_id.is_empty() || p.id == request.plan_id)
@@ -365,79 +415,4 @@ async fn receive(
         .with("reason", "upload_corrupted"));
     }
     Ok(())
-}
-
-/// Installs, reports each step on the plan, and reboots.
-async fn install_and_reboot(
-    member: Arc<Member>,
-    host: Arc<UpgradeHost>,
-    bundle: PathBuf,
-    force: bool,
-    plan_id: String,
-) {
-    let identity = Identity::Node(member.name.clone());
-    let report = |state: pb::UpgradeNodeState,
-                  plan_state: Option<pb::UpgradeState>,
-                  slot: String,
-                  error: Option<&Error>| {
-        let mut status = member
-            .read(|s| {
-                s.upgrade_plans()
-                    .find(|p| p.id == plan_id)
-                    .and_then(|p| p.nodes.iter().find(|n| n.node == member.name).cloned())
-            })
-            .unwrap_or_default();
-        status.node.clone_from(&member.name);
-        status.state = state.into();
-        if !slot.is_empty() {
-            status.target_slot = slot;
-        }
-        if let Some(error) = error {
-            status.code = error.code.to_string();
-            status.message.clone_from(&error.message);
-            status.details = error.details.clone().into_iter().collect();
-            status.finished_at_unix_ms = crate::pki::now_unix_ms();
-        }
-        Kind::UpdateUpgrade(pb::UpdateUpgrade {
-            plan_id: plan_id.clone(),
-            state: plan_state.map_or(0, Into::into),
-            current_node: String::new(),
-            reason: error.map(|e| e.message.clone()).unwrap_or_default(),
-            node_status: Some(status),
-        })
-    };
-    let failed = |error: &Error| {
-        report(
-            pb::UpgradeNodeState::Failed,
-            Some(pb::UpgradeState::Failed),
-            String::new(),
-            Some(error),
-        )
-    };
-    let installed = {
-        let (host, plan) = (host.clone(), plan_id.clone());
-        blocking(move || host.install(&bundle, force, &plan)).await
-    };
-    let installed = match installed {
-        Ok(installed) => installed,
-        Err(error) => {
-            tracing::error!(error = %error.render(true), "upgrade install failed");
-            let _ = member.submit(&identity, failed(&error)).await;
-            return;
-        }
-    };
-    tracing::info!(target = %installed.target, entry = %installed.committed, "upgrade installed; rebooting");
-    let kind = report(
-        pb::UpgradeNodeState::Rebooting,
-        None,
-        installed.target.clone(),
-        None,
-    );
-    if let Err(error) = member.submit(&identity, kind).await {
-        tracing::warn!(error = %error.render(true), "cannot record the reboot step");
-    }
-    if let Err(error) = host.reboot().await {
-        tracing::error!(error = %error.render(true), "reboot failed; the upgrade waits for the next boot");
-        let _ = member.submit(&identity, failed(&error)).await;
-    }
 }

@@ -5,8 +5,8 @@
 //! `health-gate` (the appliance's boot assessment unit: polls the local daemon and docker,
 //! blesses the boot by exiting 0, or records why and marks the boot bad and reboots).
 //! Contract: `start` uploads a bundle file to the serving node, which verifies it before
-//! anything is recorded, and follows the plan until the node reboots (or `--detach`); a second
-//! concurrent start fails with `upgrade_in_progress`.
+//! anything is recorded, and follows the plan node by node until it ends or the serving node
+//! reboots (or `--detach`); a second concurrent start fails with `upgrade_in_progress`.
 //!
 //! This module must not implement bundle verification, slot handling or verdicts
 //! ([`crate::upgrade`] does) and must not print success the daemon did not confirm.
@@ -43,8 +43,8 @@ pub struct UpgradeArgs {
 /// The subcommands of `jaco upgrade`.
 #[derive(Debug, Subcommand)]
 pub enum UpgradeCommand {
-    /// Upgrade the node to a signed bundle: upload, verify, write the other slot, reboot into
-    /// it on trial
+    /// Upgrade nodes to a signed bundle, one at a time (followers first, the leader last):
+    /// upload, verify, write the other slot, reboot into it on trial
     Start(StartArgs),
     /// Show the running or last upgrade: per node, versions, slot and step
     Status(StatusArgs),
@@ -69,7 +69,8 @@ pub struct StartArgs {
     /// Upgrade every node of the cluster, one at a time
     #[arg(long)]
     pub all: bool,
-    /// Drain each node's replicas before rebooting it
+    /// Drain each node's replicas before rebooting it (not available yet: drain with `jaco
+    /// node drain` first)
     #[arg(long)]
     pub drain: bool,
     /// Allow a version lower than the running one or the bundle's min_version, or a
@@ -497,11 +498,17 @@ fn run_start(start: &StartArgs, ctx: &mut Context<'_>) -> Result<(), Failure> {
     if start.detach {
         return ctx.print(&PlanView::from(&plan), PlanView::text);
     }
-    follow(&target, &plan.id, ctx)
+    follow(&target, &plan.id, &uploaded.node, ctx)
 }
 
-/// Follows a plan until it ends or its node reboots (the daemon goes away with it).
-fn follow(target: &Target, plan_id: &str, ctx: &mut Context<'_>) -> Result<(), Failure> {
+/// Follows a plan, printing each node's steps as they change, until it ends or the serving
+/// node reboots (its daemon goes away with it).
+fn follow(
+    target: &Target,
+    plan_id: &str,
+    serving: &str,
+    ctx: &mut Context<'_>,
+) -> Result<(), Failure> {
     let mut shown = String::new();
     loop {
         let request = pb::UpgradeStatusRequest {
@@ -512,7 +519,7 @@ fn follow(target: &Target, plan_id: &str, ctx: &mut Context<'_>) -> Result<(), F
             Ok(c.upgrade().status(request).await?.into_inner())
         }) {
             Ok(response) => response.plan,
-            Err(_) if shown.contains("rebooting") => {
+            Err(_) if shown.contains(&format!("{serving}: rebooting")) => {
                 eprintln!("the node is rebooting; follow with `jaco upgrade status --watch`");
                 return Ok(());
             }
@@ -522,27 +529,28 @@ fn follow(target: &Target, plan_id: &str, ctx: &mut Context<'_>) -> Result<(), F
             return Err(Error::new(Code::NotFound, format!("plan {plan_id} is gone")).into());
         };
         let view = PlanView::from(&plan);
-        let steps: String = view
-            .nodes
-            .iter()
-            .map(|n| format!("{} {}\n", n.node, n.state))
-            .collect();
-        if steps != shown {
-            for node in &view.nodes {
-                eprintln!(
-                    "{}: {} ({} -> {}{})",
-                    node.node,
-                    node.state,
-                    node.from_version,
-                    node.to_version,
-                    if node.target_slot.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", slot {}", node.target_slot)
-                    }
-                );
+        for node in &view.nodes {
+            let line = format!(
+                "{}: {} ({} -> {}{}){}\n",
+                node.node,
+                node.state,
+                node.from_version,
+                node.to_version,
+                if node.target_slot.is_empty() {
+                    String::new()
+                } else {
+                    format!(", slot {}", node.target_slot)
+                },
+                if node.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", node.message)
+                }
+            );
+            if !shown.contains(&line) {
+                eprint!("{line}");
+                shown.push_str(&line);
             }
-            shown = steps;
         }
         let failed = matches!(
             plan.state(),
@@ -557,8 +565,15 @@ fn follow(target: &Target, plan_id: &str, ctx: &mut Context<'_>) -> Result<(), F
                 Ok(())
             };
         }
-        if view.nodes.iter().all(|n| n.state == "rebooting") {
-            eprintln!("rebooting into the new version; follow with `jaco upgrade status --watch`");
+        if view
+            .nodes
+            .iter()
+            .any(|n| n.node == serving && n.state == "rebooting")
+        {
+            eprintln!(
+                "{serving}, which serves this command, is rebooting into the new version; follow \
+                 with `jaco upgrade status --watch`"
+            );
             return ctx.print(&view, PlanView::text);
         }
         std::thread::sleep(Duration::from_millis(500));

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod core;
+pub mod fleet;
 pub mod http;
 pub mod lifecycle;
 pub mod logging;

@@ -117,7 +117,7 @@ pub async fn report(
             wireguard_endpoint: mesh.endpoint.clone(),
             capacity: Some(capacity),
             labels: node.labels,
-            version: env!("CARGO_PKG_VERSION").to_owned(),
+            version: os.version.clone(),
             os_version: os.os_version.clone(),
             boot_slot: os.boot_slot.clone(),
             arch: std::env::consts::ARCH.to_owned(),

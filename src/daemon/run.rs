@@ -325,6 +325,16 @@ async fn run_member(
     ));
     tokio::spawn(super::upgrade::report_after_boot(
         member.clone(),
+        upgrade_host.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(super::fleet::run_controller(
+        member.clone(),
+        upgrade_host.step_timeout(),
+        stop.clone(),
+    ));
+    tokio::spawn(super::fleet::run_agent(
+        member.clone(),
         upgrade_host,
         stop.clone(),
     ));

@@ -42,9 +42,11 @@ pub enum HostKind {
     },
 }
 
-/// The running OS as the node reports it.
+/// The running software as the node reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OsFacts {
+    /// The jaco binary's version ([`UpgradeHost::binary_version`]).
+    pub version: String,
     /// The appliance image version (empty off the appliance).
     pub os_version: String,
     /// The running slot (`a`, `b`; empty off the appliance).
@@ -77,9 +79,19 @@ impl UpgradeHost {
         &self.records
     }
 
-    /// Where uploaded bundles are kept.
+    /// Where uploaded bundles are kept until a plan takes them.
     pub fn uploads_dir(&self) -> PathBuf {
         self.records.dir().join("uploads")
+    }
+
+    /// Where the bundles of running plans are kept (named by plan id).
+    pub fn bundles_dir(&self) -> PathBuf {
+        self.records.dir().join("bundles")
+    }
+
+    /// Fleet upgrades: how long one node's turn may take.
+    pub fn step_timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.step_timeout_ms)
     }
 
     /// The trusted keys.
@@ -105,14 +117,33 @@ impl UpgradeHost {
         if self.is_appliance() {
             os_release_field(&self.os_release(), "IMAGE_VERSION").unwrap_or_default()
         } else {
-            env!("CARGO_PKG_VERSION").to_owned()
+            self.binary_version()
         }
+    }
+
+    /// The running binary's version: the one its bundle gave it when it was installed from
+    /// one (a release's version is the signed manifest's), else the version it was built as.
+    pub fn binary_version(&self) -> String {
+        let installed = self.records.installed_binaries().unwrap_or_default();
+        let running = std::fs::metadata(RUNNING_EXECUTABLE).map(|m| m.len());
+        installed
+            .iter()
+            .rev()
+            .filter(|b| running.as_ref().is_ok_and(|size| *size == b.size))
+            .find(|b| running_executable_sha256().as_deref() == Some(b.sha256.as_str()))
+            .map_or_else(
+                || env!("CARGO_PKG_VERSION").to_owned(),
+                |b| b.version.clone(),
+            )
     }
 
     /// The running OS facts for the node's record.
     pub fn os_facts(&self) -> OsFacts {
         if !self.is_appliance() {
-            return OsFacts::default();
+            return OsFacts {
+                version: self.binary_version(),
+                ..OsFacts::default()
+            };
         }
         let boot_slot = self
             .appliance()
@@ -124,6 +155,7 @@ impl UpgradeHost {
             .map(|slot| slot.name().to_owned())
             .unwrap_or_default();
         OsFacts {
+            version: self.binary_version(),
             os_version: self.running_version(),
             boot_slot,
         }
@@ -263,6 +295,23 @@ impl UpgradeHost {
                 .all(|e| e.counter.is_none())
         })
     }
+}
+
+/// The running process's executable, even after a newer binary replaced its path.
+const RUNNING_EXECUTABLE: &str = "/proc/self/exe";
+
+/// SHA-256 of the running executable, hashed once per process (`None` when unreadable).
+fn running_executable_sha256() -> Option<String> {
+    static SHA256: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SHA256
+        .get_or_init(|| {
+            use sha2::Digest as _;
+            let mut file = std::fs::File::open(RUNNING_EXECUTABLE).ok()?;
+            let mut hasher = sha2::Sha256::new();
+            std::io::copy(&mut file, &mut hasher).ok()?;
+            Some(crate::pki::hex(&hasher.finalize()))
+        })
+        .clone()
 }
 
 /// The whole disk that holds the partition `root=` names (`PARTUUID=…`/`PARTLABEL=…`): the
@@ -449,19 +498,12 @@ async fn report_once(
     }
     tracing::info!(from = %pending.from_version, to = %pending.to_version, ?outcome, "upgrade ended");
     if !pending.plan_id.is_empty() {
+        // The node's verdict only: the leader's controller moves the plan on (or stops it).
         let status = outcome_status(&member.name, pending, &outcome, crate::pki::now_unix_ms());
-        let plan_state = if outcome == Outcome::Succeeded {
-            pb::UpgradeState::Succeeded
-        } else {
-            pb::UpgradeState::Failed
-        };
-        let reason = status.message.clone();
         let kind = pb::command::Kind::UpdateUpgrade(pb::UpdateUpgrade {
             plan_id: pending.plan_id.clone(),
-            state: plan_state.into(),
-            current_node: String::new(),
             node_status: Some(status),
-            reason,
+            ..Default::default()
         });
         match member
             .submit(&Identity::Node(member.name.clone()), kind)

@@ -76,7 +76,10 @@ pub use change::redact;
 pub use diff::deployment_diff;
 pub use ipam::{DEFAULT_IPAM_POOL, Pool};
 pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SnapshotError};
-pub use watch::{ChangeKind, Published, ResyncReason, WatchEvent, WatchFilter, WatchHub};
+pub use upgrade::upgrade_in_progress;
+pub use watch::{
+    ChangeKind, Published, ResyncReason, Subscription, WatchEvent, WatchFilter, WatchHub,
+};
 
 use change::Tx;
 

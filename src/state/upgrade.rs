@@ -38,15 +38,7 @@ impl State {
         required(&plan.id, "plan.id")?;
         required(&plan.version, "plan.version")?;
         if let Some(running) = self.running_upgrade() {
-            return Err(Error::new(
-                Code::UpgradeInProgress,
-                format!(
-                    "upgrade {} to {} is still running",
-                    running.id, running.version
-                ),
-            )
-            .with("plan_id", &running.id)
-            .with("version", &running.version));
+            return Err(upgrade_in_progress(running));
         }
         if self.upgrade_plans.iter().any(|p| p.id == plan.id) {
             return Err(invalid(
@@ -93,14 +85,17 @@ impl State {
         }
         let before = self.upgrade_plans[position].clone();
         let mut plan = before.clone();
-        if let Some(state) = state {
-            plan.state = state.into();
-            if is_terminal(state) && plan.finished_at_unix_ms == 0 {
-                plan.finished_at_unix_ms = tx.now;
-            }
-        }
         if !c.current_node.is_empty() {
             plan.current_node.clone_from(&c.current_node);
+        }
+        if let Some(state) = state {
+            plan.state = state.into();
+            if is_terminal(state) {
+                if plan.finished_at_unix_ms == 0 {
+                    plan.finished_at_unix_ms = tx.now;
+                }
+                skip_pending(&mut plan, tx.now);
+            }
         }
         if !c.reason.is_empty() {
             plan.reason.clone_from(&c.reason);
@@ -115,6 +110,9 @@ impl State {
                 .find(|n| n.node == status.node)
                 .map(UpgradeNodeStatus::state);
             audit = node_audit(previous, &status, &plan);
+            if status.node == plan.current_node && !is_on_turn(status.state()) {
+                plan.current_node.clear();
+            }
             match plan.nodes.iter_mut().find(|n| n.node == status.node) {
                 Some(slot) => *slot = status,
                 None => plan.nodes.push(status),
@@ -150,12 +148,7 @@ impl State {
         plan.reason.clone_from(&c.reason);
         plan.current_node.clear();
         plan.finished_at_unix_ms = tx.now;
-        for node in &mut plan.nodes {
-            if node.state() == UpgradeNodeState::Pending {
-                node.state = UpgradeNodeState::Skipped.into();
-                node.updated_at_unix_ms = tx.now;
-            }
-        }
+        skip_pending(&mut plan, tx.now);
         tx.record(Some(&before), Some(&plan));
         self.upgrade_plans[position] = plan;
         Ok(ack())
@@ -171,6 +164,19 @@ impl State {
     }
 }
 
+/// The `upgrade_in_progress` refusal of a second plan while `running` runs.
+pub fn upgrade_in_progress(running: &UpgradePlan) -> Error {
+    Error::new(
+        Code::UpgradeInProgress,
+        format!(
+            "upgrade {} to {} is still running",
+            running.id, running.version
+        ),
+    )
+    .with("plan_id", &running.id)
+    .with("version", &running.version)
+}
+
 fn is_running(plan: &UpgradePlan) -> bool {
     matches!(
         plan.state(),
@@ -183,6 +189,22 @@ fn is_terminal(state: UpgradeState) -> bool {
         state,
         UpgradeState::Succeeded | UpgradeState::Failed | UpgradeState::Aborted
     )
+}
+
+/// Whether a node is on its turn (pending nodes have not started; the rest have a verdict).
+fn is_on_turn(state: UpgradeNodeState) -> bool {
+    crate::upgrade::fleet::in_flight(state)
+}
+
+/// Marks the nodes that never got their turn skipped (the plan ended before it).
+fn skip_pending(plan: &mut UpgradePlan, now: i64) {
+    plan.current_node.clear();
+    for node in &mut plan.nodes {
+        if node.state() == UpgradeNodeState::Pending {
+            node.state = UpgradeNodeState::Skipped.into();
+            node.updated_at_unix_ms = now;
+        }
+    }
 }
 
 /// The audit event a node's status change calls for: entering succeeded, or failed/rolled back.
@@ -325,6 +347,25 @@ mod tests {
         assert!(h.state.running_upgrade().is_none());
         h.ok(start("u2"));
         h.rejected(start("u1"), Code::UpgradeInProgress);
+    }
+
+    #[test]
+    fn test_a_finished_turn_clears_the_current_node_and_a_failed_plan_skips_the_rest() {
+        let mut h = Harness::initialised();
+        h.ok(start("u1"));
+        h.ok(node_step("u1", "n2", UpgradeNodeState::Rebooting));
+        let current = |h: &Harness| h.state.running_upgrade().map(|p| p.current_node.clone());
+        assert_eq!(current(&h).as_deref(), Some("n2"));
+        h.ok(node_step("u1", "n2", UpgradeNodeState::RolledBack));
+        assert_eq!(current(&h).as_deref(), Some(""));
+        h.ok(finish("u1", UpgradeState::Failed));
+        let plan = h.state.upgrade_plans().next().expect("kept");
+        let states: Vec<UpgradeNodeState> =
+            plan.nodes.iter().map(UpgradeNodeStatus::state).collect();
+        assert_eq!(
+            states,
+            [UpgradeNodeState::RolledBack, UpgradeNodeState::Skipped]
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::bundle;
 use super::install::{Installed, Request, admit};
 use super::io_failed;
 use super::manifest::{BINARY, BundleKind};
-use super::record::{Pending, Records};
+use super::record::{InstalledBinary, Pending, Records};
 use crate::error::Error;
 
 /// Where the previous binary is kept.
@@ -67,6 +67,13 @@ pub fn install(
         let _ = fs::rename(&previous, binary);
         return Err(io_failed("install", binary, &e));
     }
+    if let Some(entry) = verified.manifest.files.get(BINARY) {
+        records.add_installed_binary(InstalledBinary {
+            version: verified.manifest.version.clone(),
+            sha256: entry.sha256.clone(),
+            size: entry.size,
+        })?;
+    }
     records.set_pending(&Pending {
         plan_id: request.plan_id.to_owned(),
         from_version: running_version.to_owned(),
@@ -95,6 +102,7 @@ pub fn roll_back(binary: &Path) -> Result<bool, Error> {
 mod tests {
     use super::*;
     use crate::upgrade::keys::{TrustedKeys, tests::key_pair};
+    use sha2::Digest as _;
 
     #[test]
     fn a_binary_bundle_swaps_the_binary_and_rolls_back_to_prev() {
@@ -134,6 +142,15 @@ mod tests {
         );
         assert_eq!(fs::read(previous_of(&binary)).unwrap(), b"old binary");
         assert_eq!(records.pending().unwrap().unwrap().to_version, "1.1.0");
+        // The swapped-in bytes are known as 1.1.0 (how a plain host knows what it runs).
+        let known = records.installed_binaries().unwrap();
+        assert_eq!(known.len(), 1);
+        assert_eq!(known[0].version, "1.1.0");
+        assert_eq!(known[0].size, 10);
+        assert_eq!(
+            known[0].sha256,
+            crate::pki::hex(&sha2::Sha256::digest(b"new binary"))
+        );
 
         assert!(roll_back(&binary).unwrap());
         assert_eq!(fs::read(&binary).unwrap(), b"old binary");

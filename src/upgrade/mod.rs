@@ -5,7 +5,8 @@
 //! whether a version may be installed ([`policy`]), the A/B slot and boot-entry decisions
 //! ([`slots`], pure), the disk and ESP writes ([`disk`], [`esp`]), the appliance and plain-host
 //! installers ([`install`], [`binary`]), the record of an upgrade across its reboot
-//! ([`record`]) and the boot health gate's decision ([`gate`]).
+//! ([`record`]), the boot health gate's decision ([`gate`]) and the leader's fleet rollout
+//! decision ([`fleet`], pure).
 //!
 //! This module must not talk to raft, the API or docker: the daemon and the CLI call it and
 //! report what it did. Pure decisions are functions of values; I/O stays in `disk`, `esp`,
@@ -15,6 +16,7 @@ pub mod binary;
 pub mod bundle;
 pub mod disk;
 pub mod esp;
+pub mod fleet;
 pub mod gate;
 pub mod install;
 pub mod keys;

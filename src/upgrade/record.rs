@@ -43,6 +43,22 @@ pub struct GateFailure {
     pub reason: String,
 }
 
+/// A binary a plain host installed from a bundle: the version its signed manifest gave it.
+/// A plain host knows its running version by finding the running executable here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledBinary {
+    /// The bundle's version.
+    pub version: String,
+    /// Lowercase hex SHA-256 of the binary (from the manifest).
+    pub sha256: String,
+    /// Its size in bytes (compared first, so that most lookups hash nothing).
+    pub size: u64,
+}
+
+/// How many installed binaries are remembered (the running one and the one before it, with
+/// room for an interrupted upgrade).
+const INSTALLED_BINARIES_KEPT: usize = 4;
+
 /// How a pending upgrade ended, judged after a boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -145,6 +161,21 @@ impl Records {
         self.write("deny-list.json", deny)
     }
 
+    /// The binaries installed from bundles, oldest first (empty when none was).
+    pub fn installed_binaries(&self) -> Result<Vec<InstalledBinary>, Error> {
+        Ok(self.read("installed-binaries.json")?.unwrap_or_default())
+    }
+
+    /// Remembers `binary` as installed (a reinstall of the same bytes moves it last).
+    pub fn add_installed_binary(&self, binary: InstalledBinary) -> Result<(), Error> {
+        let mut installed = self.installed_binaries()?;
+        installed.retain(|b| b.sha256 != binary.sha256);
+        installed.push(binary);
+        let excess = installed.len().saturating_sub(INSTALLED_BINARIES_KEPT);
+        installed.drain(..excess);
+        self.write("installed-binaries.json", &installed)
+    }
+
     fn read<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
         let path = self.dir.join(name);
         let bytes = match fs::read(&path) {
@@ -245,5 +276,36 @@ mod tests {
             records.pending().unwrap_err().details["reason"],
             "record_corrupt"
         );
+    }
+
+    #[test]
+    fn installed_binaries_are_remembered_newest_last_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = Records::at(dir.path());
+        assert!(records.installed_binaries().unwrap().is_empty());
+        let binary = |version: &str, sha: &str| InstalledBinary {
+            version: version.into(),
+            sha256: sha.into(),
+            size: 1,
+        };
+        for (i, version) in ["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0"]
+            .iter()
+            .enumerate()
+        {
+            records
+                .add_installed_binary(binary(version, &format!("sha{i}")))
+                .unwrap();
+        }
+        // The same bytes installed again (say, after a rollback) move last, not twice.
+        records
+            .add_installed_binary(binary("1.2.0", "sha2"))
+            .unwrap();
+        let versions: Vec<String> = records
+            .installed_binaries()
+            .unwrap()
+            .into_iter()
+            .map(|b| b.version)
+            .collect();
+        assert_eq!(versions, ["1.1.0", "1.3.0", "1.4.0", "1.2.0"]);
     }
 }

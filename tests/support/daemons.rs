@@ -39,6 +39,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     /// Its data directory.
     pub data_dir: PathBuf,
+    /// The executable launched (default: the `jaco` binary under test).
+    pub program: Option<PathBuf>,
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -112,6 +114,7 @@ impl Daemons {
                 socket,
                 data_dir,
                 log: dir.path().join(format!("n{index}.log")),
+                program: None,
                 config,
                 child: None,
             });
@@ -138,7 +141,12 @@ impl Daemons {
             .expect("open daemon log");
         let child = self
             .net
-            .command(index, env!("CARGO_BIN_EXE_jaco"))
+            .command(
+                index,
+                node.program
+                    .as_deref()
+                    .unwrap_or(Path::new(env!("CARGO_BIN_EXE_jaco"))),
+            )
             .args(["daemon", "--config"])
             .arg(&node.config)
             .stdin(Stdio::null())

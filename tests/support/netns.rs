@@ -78,9 +78,11 @@ impl TestNet {
     }
 
     /// A command that runs `program` inside node `i`'s namespace.
-    pub fn command(&self, i: usize, program: &str) -> Command {
+    pub fn command(&self, i: usize, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.namespace(i), program]);
+        command
+            .args(["netns", "exec", &self.namespace(i)])
+            .arg(program);
         command
     }
 
