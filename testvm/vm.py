@@ -21,6 +21,9 @@ Scenarios:
             and nothing reaches slot B; (b) an upgrade to --bundle reboots into slot B and is
             blessed; (c) an upgrade to --broken-bundle fails its health gate, falls back to B,
             is audited `upgrade_failed` and deny-listed.
+  fleet     (e) two VMs: n1 joins from cloud-init with a join token issued through n0 (each
+            advertises the host's port forwarded to it); `upgrade start --all --bundle` rolls
+            the bundle over both, the follower n1 before the leader n0, both blessed.
   entries   systemd-boot Type #1 entries: the highest `version` among non-bad entries boots, its
             `options` override the UKI's command line, a `+0-3` entry is skipped, and
             systemd-bless-boot renames the counted entry after boot-complete.target.
@@ -97,7 +100,7 @@ class VM:
     """One QEMU guest with its own temporary directory; use as a context manager."""
 
     def __init__(self, image, name, *, user_data, meta_data=None, disk_gb=6, mem_mb=2048,
-                 smp=2, copy_disk=False, private_net=None, reboots=False):
+                 smp=2, copy_disk=False, private_net=None, reboots=False, api_port=None):
         self.image = os.path.abspath(image)
         self.name = name
         self.user_data = user_data
@@ -110,7 +113,7 @@ class VM:
         self.reboots = reboots  # False: a guest reboot ends QEMU (-no-reboot)
         self.dir = None
         self.proc = None
-        self.api_port = None
+        self.api_port = api_port  # host port forwarded to the guest's 7000 (None: any free one)
         self.serial = None
         self.started = None
 
@@ -164,7 +167,7 @@ class VM:
     # --- run ------------------------------------------------------------------------------
     def start(self):
         self.serial = os.path.join(self.dir, "serial.log")
-        self.api_port = free_port()
+        self.api_port = self.api_port or free_port()
         cmd = [
             "qemu-system-x86_64", "-name", self.name, "-machine", "q35", "-accel", "tcg",
             "-cpu", "max", "-smp", str(self.smp), "-m", str(self.mem_mb),
@@ -278,7 +281,7 @@ if [ "${1:-}" = entries ]; then systemctl poweroff; fi
 """
 
 
-def user_data(mode, bootstrap_yaml):
+def user_data(mode, bootstrap_yaml, daemon_env=None):
     """NoCloud user-data: the bootstrap file as an operator would write it, plus the probe.
 
     The probe runs as a transient unit started from bootcmd (cloud-init's init stage), not from
@@ -298,7 +301,9 @@ def user_data(mode, bootstrap_yaml):
         "    permissions: '0600'\n"
         "    content: |\n"
         f"{boot}"
-        "  - path: /var/lib/jaco-testvm/check.sh\n"
+        + (f"  - path: /var/lib/jaco/daemon.env\n    content: |\n"
+           f"{textwrap.indent(daemon_env, '      ')}" if daemon_env else "")
+        + "  - path: /var/lib/jaco-testvm/check.sh\n"
         "    permissions: '0755'\n"
         "    content: |\n"
         f"{script}"
@@ -640,16 +645,109 @@ def scenario_upgrade(image, args):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def first_answer(jaco, vms, seed_dir, args):
+    """The JSON answer of the first VM that answers `jaco … -o json` (one may be rebooting)."""
+    for vm in vms:
+        r = jaco_cli(jaco, vm, seed_dir, *args, "-o", "json")
+        if r.returncode == 0:
+            with contextlib.suppress(ValueError):
+                return json.loads(r.stdout)
+    return None
+
+
+def scenario_fleet(image, args):
+    """(e) two VMs: the second joins from cloud-init with a token the operator issued through
+    the first; then one `upgrade start --all` rolls the bundle over both, the follower first."""
+    jaco = host_jaco()
+    if not (jaco and has_subcommand(jaco, "upgrade", "bundle", "create")):
+        raise Failed("the fleet scenario needs a host jaco with `upgrade bundle` (JACO_BIN)")
+    if not (args.bundle and os.path.exists(args.bundle)):
+        raise Failed(f"bundle {args.bundle!r} missing: build it with image/build.sh (testvm/README.md)")
+    work = tempfile.mkdtemp(prefix="jaco-testvm-fleet-")
+    timings = {}
+    try:
+        seed_dir = os.path.join(work, "seed")
+        run([jaco, "cluster", "seed", "--out", seed_dir, "--name", "testvm"])
+        bootstrap = open(os.path.join(seed_dir, "bootstrap-init.yaml")).read()
+        # Each guest reaches the other through the host (QEMU user networking: 10.0.2.2 is the
+        # host's loopback), at the port forwarded to the other's API.
+        ports = [free_port(), free_port()]
+        advertise = [f"JACO_ADVERTISE=10.0.2.2:{port}\n" for port in ports]
+        t0 = time.monotonic()
+        with VM(image, "n0", user_data=user_data("fleet", bootstrap, advertise[0]),
+                disk_gb=args.disk_gb, reboots=True, api_port=ports[0]) as n0:
+            n0.prepare()
+            n0.start()
+            poll_json(jaco, n0, seed_dir, ["cluster", "status"],
+                      lambda d: d.get("initialized") and this_node(d).get("status") == "ready",
+                      600, "n0 ready")
+            timings["n0 boot to cluster ready"] = time.monotonic() - t0
+            issued = json.loads(jaco_cli(jaco, n0, seed_dir, "node", "issue-join-token",
+                                         "--node-name", "n1", "--san", "10.0.2.2", "-o", "json",
+                                         check=True).stdout)
+            join = (f"join:\n  peers: [\"10.0.2.2:{ports[0]}\"]\n  token: \"{issued['token']}\"\n"
+                    f"  ca_cert: |\n{textwrap.indent(issued['ca_cert_pem'], '    ')}")
+            t1 = time.monotonic()
+            with VM(image, "n1", user_data=user_data("fleet", join, advertise[1]),
+                    disk_gb=args.disk_gb, reboots=True, api_port=ports[1]) as n1:
+                n1.prepare()
+                n1.start()
+                nodes = poll_json(jaco, n0, seed_dir, ["node", "list"],
+                                  lambda d: len(d) == 2 and all(n.get("status") == "ready" and
+                                                                n.get("os_version") for n in d),
+                                  900, "n1 joined and ready")
+                timings["n1 boot to joined and ready"] = time.monotonic() - t1
+                log(f"(e) n1 joined from cloud-init: {nodes}")
+                before = {n["name"]: n["os_version"] for n in nodes}
+
+                t2 = time.monotonic()
+                r = jaco_cli(jaco, n0, seed_dir, "upgrade", "start", "--bundle", args.bundle,
+                             "--all", "--detach")
+                if r.returncode != 0:
+                    raise Failed(f"upgrade start --all failed: {r.stdout}{r.stderr}")
+                timings["upload + plan recorded"] = time.monotonic() - t2
+                seen, plan = [], None
+                deadline = time.monotonic() + 2400
+                while True:
+                    plan = first_answer(jaco, [n1, n0], seed_dir, ["upgrade", "status"]) or plan
+                    for step in (plan or {}).get("nodes", []):
+                        key = f"{step['node']} {step['state']}"
+                        if key not in seen:
+                            seen.append(key)
+                            log(f"(e) {key} at {time.monotonic() - t2:.0f} s")
+                    if plan and plan.get("state") in ("succeeded", "failed", "aborted"):
+                        break
+                    if time.monotonic() > deadline:
+                        raise Failed(f"(e) the fleet upgrade did not end within 2400 s: {plan}")
+                    time.sleep(3)
+                timings["fleet upgrade of both"] = time.monotonic() - t2
+                if plan.get("state") != "succeeded":
+                    raise Failed(f"(e) fleet upgrade ended {plan.get('state')}: {plan}")
+                rebooted = [k.split()[0] for k in seen if k.endswith(" rebooting")]
+                if rebooted != ["n1", "n0"]:
+                    raise Failed(f"(e) expected the follower n1 before the leader n0, saw {seen}")
+                nodes = poll_json(jaco, n0, seed_dir, ["node", "list"],
+                                  lambda d: len(d) == 2 and all(
+                                      n.get("os_version") == plan["version"] and n.get("status") == "ready"
+                                      for n in d), 300, "both nodes on the new version")
+                log(f"(e) PASS: {before} -> {[(n['name'], n['os_version'], n['boot_slot']) for n in nodes]}")
+        for k, v in timings.items():
+            log(f"timing {k}: {v:.1f} s")
+        log("scenario fleet: PASS")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scenario", choices=["boot", "entries", "upgrade"])
+    ap.add_argument("scenario", choices=["boot", "entries", "upgrade", "fleet"])
     ap.add_argument("--image", help="raw disk image (default: newest image/out/jaco-*-x86_64.raw)")
     ap.add_argument("--disk-gb", type=int, default=6, help="virtual disk size (grows /var)")
     ap.add_argument("--mask-health-gate", action="store_true",
                     help="entries scenario: mask jaco-health-gate.service on the test entries "
                          "(for an image whose jaco has no `upgrade health-gate`)")
-    ap.add_argument("--bundle", help="upgrade scenario: a good bundle of a newer version "
-                    "(image/build.sh --version 0.2.0)")
+    ap.add_argument("--bundle", help="upgrade and fleet scenarios: a good bundle of a newer "
+                    "version (image/build.sh --version 0.2.0)")
     ap.add_argument("--broken-bundle", help="upgrade scenario: a still newer bundle that fails its "
                     "health gate (image/build.sh --version 0.3.0 --test-break-isolation)")
     args = ap.parse_args()
@@ -664,7 +762,7 @@ def main():
     t0 = time.monotonic()
     try:
         scenarios = {"boot": scenario_boot, "entries": scenario_entries,
-                     "upgrade": scenario_upgrade}
+                     "upgrade": scenario_upgrade, "fleet": scenario_fleet}
         scenarios[args.scenario](image, args)
     except Failed as e:
         log(f"FAIL: {e}")

@@ -322,6 +322,10 @@ pub fn load(
     if let Some(level) = env("JACO_LOG").filter(|l| !l.is_empty()) {
         config.log = level;
     }
+    // Per machine on an image shared by every machine (the appliance's /etc is read-only).
+    if let Some(advertise) = env("JACO_ADVERTISE").filter(|a| !a.is_empty()) {
+        config.advertise = Some(advertise);
+    }
     validate(path, config)
 }
 
@@ -633,17 +637,19 @@ mod tests {
         let env = |name: &str| match name {
             "JACO_DATA_DIR" => Some("/elsewhere".to_owned()),
             "JACO_LOG" => Some("trace".to_owned()),
+            "JACO_ADVERTISE" => Some("10.0.2.2:17001".to_owned()),
             _ => None,
         };
         let config = load(
             Path::new("d.yaml"),
-            Some("data_dir: /data\nlog: info\n"),
+            Some("data_dir: /data\nlog: info\nadvertise: a:7000\n"),
             &env,
             "h",
         )
         .unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/elsewhere"));
         assert_eq!(config.log, "trace");
+        assert_eq!(config.advertise_addr(), "10.0.2.2:17001");
     }
 
     #[test]
