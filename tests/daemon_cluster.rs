@@ -1041,19 +1041,37 @@ fn node_states(plan: &serde_json::Value) -> Vec<(String, String)> {
 
 /// Drives a fleet plan on plain hosts whose reboot command does nothing: whenever a node
 /// reports `rebooting`, its daemon is restarted (from `program(index)`), as systemd would after
-/// the swap. Returns the final plan and the order in which nodes rebooted.
+/// the swap. Returns the final plan, the order in which nodes rebooted and the nodes seen
+/// drained on the way.
 async fn drive_fleet_plan(
     cluster: &mut Daemons,
     program: impl Fn(usize) -> Option<std::path::PathBuf>,
-) -> (serde_json::Value, Vec<String>) {
+) -> (
+    serde_json::Value,
+    Vec<String>,
+    std::collections::BTreeSet<String>,
+) {
     let mut rebooted: Vec<String> = Vec::new();
+    let mut drained = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         // Ask a node that is up (the one rebooting may be any of them).
         let plan = (0..cluster.nodes.len()).find_map(|i| plan_json(cluster, i));
+        for index in 0..cluster.nodes.len() {
+            if let Ok(status) = cluster.status(index).await {
+                drained.extend(
+                    status
+                        .nodes
+                        .into_iter()
+                        .filter(|n| n.drain.is_some())
+                        .map(|n| n.name),
+                );
+                break;
+            }
+        }
         if let Some(plan) = &plan {
             if ["succeeded", "failed", "aborted"].contains(&plan["state"].as_str().unwrap_or("")) {
-                return (plan.clone(), rebooted);
+                return (plan.clone(), rebooted, drained);
             }
             for (node, state) in node_states(plan) {
                 if state == "rebooting" && !rebooted.contains(&node) {
@@ -1077,7 +1095,8 @@ async fn drive_fleet_plan(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fleet_upgrade_goes_follower_by_follower_hands_leadership_over_and_stops_on_a_failure() {
+async fn a_fleet_upgrade_drains_each_node_goes_followers_first_hands_leadership_over_and_stops_on_a_failure()
+ {
     let work = tempfile::tempdir().unwrap();
     let keys_dir = work.path().join("keys");
     std::fs::create_dir(&keys_dir).unwrap();
@@ -1118,7 +1137,7 @@ async fn a_fleet_upgrade_goes_follower_by_follower_hands_leadership_over_and_sto
 
     // 9.0.0 for every node, started through n1 (the bundle is uploaded there and fetched
     // from there by the others).
-    let start_all = |cluster: &Daemons, version: &str, detach: bool| {
+    let start_all = |cluster: &Daemons, version: &str, extra: &[&str]| {
         let payload = marked_jaco(work.path(), version);
         let bundle = binary_bundle(
             work.path(),
@@ -1131,18 +1150,30 @@ async fn a_fleet_upgrade_goes_follower_by_follower_hands_leadership_over_and_sto
         let mut args = vec![
             "--socket", &socket, "upgrade", "start", "--bundle", &bundle, "--all",
         ];
-        if detach {
-            args.push("--detach");
-        }
+        args.extend_from_slice(extra);
         cli(cluster, 1, &args)
     };
-    let (status, out, err) = start_all(&cluster, "9.0.0", true);
+    // Refused before anything is recorded: a node that is not a member.
+    let bundle = binary_bundle(work.path(), &key, "8.0.0", b"never installed");
+    let bundle = bundle.to_string_lossy().into_owned();
+    let socket = cluster.nodes[1].socket.to_string_lossy().into_owned();
+    let args = [
+        "--socket", &socket, "upgrade", "start", "--bundle", &bundle, "--node", "n9",
+    ];
+    let (status, _, err) = cli(&cluster, 1, &args);
+    assert_eq!(status, 1, "{err}");
+    assert!(err.contains("not_found"), "{err}");
+    assert!(plan_json(&cluster, 1).is_none_or(|p| p.is_null()));
+
+    // With --drain, each node is drained before its turn and undrained after it.
+    let (status, out, err) = start_all(&cluster, "9.0.0", &["--drain", "--detach"]);
     assert_eq!(status, 0, "{out}{err}");
-    let (again, _, err) = start_all(&cluster, "9.0.0", false);
+    let (again, _, err) = start_all(&cluster, "9.0.0", &[]);
     assert_eq!(again, 1);
     assert!(err.contains("upgrade_in_progress"), "{err}");
 
-    let (plan, order) = drive_fleet_plan(&mut cluster, |i| Some(installed[i].clone())).await;
+    let (plan, order, drained) =
+        drive_fleet_plan(&mut cluster, |i| Some(installed[i].clone())).await;
     assert_eq!(plan["state"], "succeeded", "{plan:#}");
     assert!(
         node_states(&plan).iter().all(|(_, s)| s == "succeeded"),
@@ -1163,12 +1194,19 @@ async fn a_fleet_upgrade_goes_follower_by_follower_hands_leadership_over_and_sto
         3,
         "{audits:?}"
     );
+    assert_eq!(drained.len(), 3, "{drained:?}");
+    cluster
+        .wait_status(0, "no node left drained", |s| {
+            s.nodes.iter().all(|n| n.drain.is_none())
+        })
+        .await;
 
     // 9.1.0: the first node to take its turn comes back on a binary that is neither version
     // (as if an operator had put another one in place): it fails and the fleet stops there.
-    let (status, out, err) = start_all(&cluster, "9.1.0", true);
+    let (status, out, err) = start_all(&cluster, "9.1.0", &["--detach"]);
     assert_eq!(status, 0, "{out}{err}");
-    let (plan, order) = drive_fleet_plan(&mut cluster, |_| None).await;
+    let (plan, order, drained) = drive_fleet_plan(&mut cluster, |_| None).await;
+    assert!(drained.is_empty(), "no --drain, yet {drained:?} drained");
     assert_eq!(plan["state"], "failed", "{plan:#}");
     assert_eq!(order.len(), 1, "{order:?}");
     let states = node_states(&plan);

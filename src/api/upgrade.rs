@@ -156,15 +156,6 @@ impl Upgrade for UpgradeService {
         let member = self.context.member()?;
         let host = self.context.upgrade_host()?;
         let request = request.into_inner();
-        if request.drain {
-            return Err(invalid(
-                "drain",
-                "drain_unavailable",
-                "draining during an upgrade is not available in this build; drain the nodes \
-                 first (`jaco node drain`) and upgrade without --drain",
-            )
-            .into());
-        }
         let leader = member.leader().map(|l| l.name);
         let targets = member.read(|s| targets(s, &member.name, leader.as_deref(), &request))?;
         let source = match &request.bundle {

@@ -69,8 +69,7 @@ pub struct StartArgs {
     /// Upgrade every node of the cluster, one at a time
     #[arg(long)]
     pub all: bool,
-    /// Drain each node's replicas before rebooting it (not available yet: drain with `jaco
-    /// node drain` first)
+    /// Drain each node (move its replicas to the others) before its turn, and undrain it after
     #[arg(long)]
     pub drain: bool,
     /// Allow a version lower than the running one or the bundle's min_version, or a

@@ -30,7 +30,7 @@ use crate::error::{Code, Error};
 use crate::proto::v1 as pb;
 use crate::proto::v1::command::Kind;
 use crate::state::{State, Subscription, WatchFilter};
-use crate::upgrade::fleet::{self, ClusterView, NodeView, Step};
+use crate::upgrade::fleet::{self, ClusterView, DrainView, NodeView, Step};
 
 /// How often the controller and the node agent look again without a change (deadlines).
 const TICK: Duration = Duration::from_secs(2);
@@ -87,7 +87,8 @@ pub async fn run_controller(
         let now = crate::pki::now_unix_ms();
         let Some((plan, cluster)) = member.read(|s| {
             let plan = s.running_upgrade()?.clone();
-            Some((plan, cluster_view(s, &member, &metrics, now, step_timeout)))
+            let cluster = cluster_view(s, &plan, &member, &metrics, now, step_timeout);
+            Some((plan, cluster))
         }) else {
             blocked_since = None;
             continue;
@@ -96,38 +97,49 @@ pub async fn run_controller(
         if !matches!(step, Step::Blocked(_)) {
             blocked_since = None;
         }
-        let kind = match step {
+        let kinds = match step {
             Step::Wait => continue,
-            Step::Start(node) => Some(start_turn(&plan, &node, &member, now)),
+            Step::Start(node) => vec![start_turn(&plan, &node, &member, now, false)],
+            Step::Drain(node) => {
+                let mut kinds = Vec::new();
+                if member.read(|s| s.node(&node).is_some_and(|n| n.drain.is_none())) {
+                    kinds.push(set_drain(&node, Some(&plan.id)));
+                }
+                kinds.push(start_turn(&plan, &node, &member, now, true));
+                kinds
+            }
+            Step::Proceed(node) => vec![proceed(&plan, &node, &member)],
+            Step::Undrain(node) => vec![set_drain(&node, None)],
             Step::HandOver(successor) => {
                 if last_handover.is_none_or(|at| at.elapsed() >= HANDOVER_RETRY) {
                     last_handover = Some(tokio::time::Instant::now());
                     hand_over(&member, &successor).await;
                 }
-                None
+                continue;
             }
             Step::Blocked(reason) => {
                 let since = *blocked_since.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() < BLOCKED_LIMIT {
                     tracing::warn!(plan = %plan.id, %reason, "upgrade waits");
-                    None
-                } else {
-                    Some(finish(
-                        &plan,
-                        pb::UpgradeState::Failed,
-                        format!("{reason} (for {} s)", BLOCKED_LIMIT.as_secs()),
-                    ))
+                    continue;
                 }
+                vec![finish(
+                    &plan,
+                    pb::UpgradeState::Failed,
+                    format!("{reason} (for {} s)", BLOCKED_LIMIT.as_secs()),
+                )]
             }
-            Step::Fail(reason) => Some(finish(&plan, pb::UpgradeState::Failed, reason)),
-            Step::Finish => Some(finish(&plan, pb::UpgradeState::Succeeded, String::new())),
+            Step::Fail(reason) => vec![finish(&plan, pb::UpgradeState::Failed, reason)],
+            Step::Finish => vec![finish(&plan, pb::UpgradeState::Succeeded, String::new())],
         };
-        let Some(kind) = kind else { continue };
-        if let Err(error) = member
-            .submit(&Identity::Node(member.name.clone()), kind)
-            .await
-        {
-            tracing::warn!(plan = %plan.id, error = %error.render(true), "cannot record the upgrade step");
+        for kind in kinds {
+            if let Err(error) = member
+                .submit(&Identity::Node(member.name.clone()), kind)
+                .await
+            {
+                tracing::warn!(plan = %plan.id, error = %error.render(true), "cannot record the upgrade step");
+                break;
+            }
         }
     }
 }
@@ -147,6 +159,7 @@ async fn woken(changes: &mut Subscription, stop: &mut watch::Receiver<bool>) -> 
 /// The cluster as [`fleet::next_step`] needs it.
 fn cluster_view(
     state: &State,
+    plan: &pb::UpgradePlan,
     member: &Member,
     metrics: &crate::raft::RaftMetrics,
     now_unix_ms: i64,
@@ -163,6 +176,11 @@ fn cluster_view(
                 voter: voters.contains(&n.raft_id),
                 healthy: n.status() == pb::NodeStatus::Ready
                     && n.reachability() == pb::Reachability::Reachable,
+                drain: n.drain.as_ref().map(|d| DrainView {
+                    by_plan: d.requested_by == drain_requester(&plan.id),
+                    done: d.completed_at_unix_ms != 0,
+                    timed_out: n.status() == pb::NodeStatus::DrainTimeout,
+                }),
             })
             .collect(),
         now_unix_ms,
@@ -179,26 +197,69 @@ pub fn running_version(node: &pb::Node) -> String {
     }
 }
 
-/// The command that begins `node`'s turn.
-fn start_turn(plan: &pb::UpgradePlan, node: &str, member: &Member, now: i64) -> Kind {
+/// Who a plan's drains are requested by (so that the plan ends its own drains only).
+fn drain_requester(plan_id: &str) -> String {
+    format!("upgrade {plan_id}")
+}
+
+/// The command that drains `node` for `plan_id`, or ends its drain (`None`).
+fn set_drain(node: &str, plan_id: Option<&str>) -> Kind {
+    Kind::SetNodeDrain(pb::SetNodeDrain {
+        node: node.to_owned(),
+        drain: plan_id.map(|id| pb::NodeDrain {
+            requested_by: drain_requester(id),
+            ..Default::default()
+        }),
+    })
+}
+
+const FETCHING: &str = "fetching the bundle";
+
+/// The command that begins `node`'s turn (by draining it when `drain`).
+fn start_turn(plan: &pb::UpgradePlan, node: &str, member: &Member, now: i64, drain: bool) -> Kind {
     let from_version = member
         .read(|s| s.node(node).map(running_version))
         .unwrap_or_default();
-    tracing::info!(plan = %plan.id, %node, from = %from_version, to = %plan.version, "upgrade turn begins");
+    tracing::info!(plan = %plan.id, %node, from = %from_version, to = %plan.version, drain, "upgrade turn begins");
+    let (state, message) = if drain {
+        (
+            pb::UpgradeNodeState::Draining,
+            "moving its replicas to other nodes",
+        )
+    } else {
+        (pb::UpgradeNodeState::Downloading, FETCHING)
+    };
     Kind::UpdateUpgrade(pb::UpdateUpgrade {
         plan_id: plan.id.clone(),
         state: pb::UpgradeState::InProgress.into(),
         current_node: node.to_owned(),
         node_status: Some(pb::UpgradeNodeStatus {
             node: node.to_owned(),
-            state: pb::UpgradeNodeState::Downloading.into(),
+            state: state.into(),
             from_version,
             to_version: plan.version.clone(),
-            message: "fetching the bundle".to_owned(),
+            message: message.to_owned(),
             started_at_unix_ms: now,
             ..Default::default()
         }),
         reason: String::new(),
+    })
+}
+
+/// The command that moves a drained `node` on to fetching the bundle.
+fn proceed(plan: &pb::UpgradePlan, node: &str, member: &Member) -> Kind {
+    let status = node_status(
+        member,
+        plan,
+        node,
+        pb::UpgradeNodeState::Downloading,
+        FETCHING,
+        "",
+    );
+    Kind::UpdateUpgrade(pb::UpdateUpgrade {
+        plan_id: plan.id.clone(),
+        node_status: Some(status),
+        ..Default::default()
     })
 }
 
@@ -304,7 +365,7 @@ async fn take_turn(member: &Member, host: &Arc<UpgradeHost>, plan: &pb::UpgradeP
     if state == pb::UpgradeNodeState::Failed {
         tracing::error!(error = %error.render(true), "this node's upgrade failed");
     }
-    let mut status = node_status(member, plan, state, &error.message, "");
+    let mut status = node_status(member, plan, &member.name, state, &error.message, "");
     if state == pb::UpgradeNodeState::Failed {
         status.code = error.code.to_string();
     }
@@ -325,7 +386,7 @@ async fn turn_steps(
     host: &Arc<UpgradeHost>,
     plan: &pb::UpgradePlan,
 ) -> Result<(), TurnEnd> {
-    let step = |state, message: &str| node_status(member, plan, state, message, "");
+    let step = |state, message: &str| node_status(member, plan, &member.name, state, message, "");
     let bundle = obtain_bundle(member, host, plan).await.map_err(failed)?;
     let message = "checking the signature, checksums and version rules";
     record_step(member, plan, step(pb::UpgradeNodeState::Verifying, message)).await;
@@ -365,6 +426,7 @@ async fn turn_steps(
     let rebooting = node_status(
         member,
         plan,
+        &member.name,
         pb::UpgradeNodeState::Rebooting,
         "rebooting into the new version",
         &installed.target,
@@ -373,10 +435,11 @@ async fn turn_steps(
     host.reboot().await.map_err(failed)
 }
 
-/// This node's status in `plan`, moved to `state` with `message` (and the slot written).
+/// `node`'s status in `plan`, moved to `state` with `message` (and the slot written).
 fn node_status(
     member: &Member,
     plan: &pb::UpgradePlan,
+    node: &str,
     state: pb::UpgradeNodeState,
     message: &str,
     slot: &str,
@@ -385,10 +448,10 @@ fn node_status(
         .read(|s| {
             s.upgrade_plans()
                 .find(|p| p.id == plan.id)
-                .and_then(|p| p.nodes.iter().find(|n| n.node == member.name).cloned())
+                .and_then(|p| p.nodes.iter().find(|n| n.node == node).cloned())
         })
         .unwrap_or_default();
-    status.node.clone_from(&member.name);
+    node.clone_into(&mut status.node);
     status.state = state.into();
     message.clone_into(&mut status.message);
     if !slot.is_empty() {

@@ -2,8 +2,9 @@
 //! leader sees it, what the leader does next.
 //!
 //! Role: one node at a time, followers first and the leader last (after handing leadership
-//! over), a node's turn only while the voters left standing keep quorum, the fleet stopped on
-//! the first failure or on a step that outlives its deadline. [`next_step`] is a pure function
+//! over), a node's turn only while the voters left standing keep quorum, drained first when the
+//! plan asks (and undrained after), the fleet stopped on the first failure or on a step that
+//! outlives its deadline. [`next_step`] is a pure function
 //! of values, called again after every change; the controller that applies its answer keeps
 //! no other memory than how long a step has been blocked. It must not read clocks, talk to
 //! nodes or write state.
@@ -19,6 +20,19 @@ pub struct NodeView {
     pub voter: bool,
     /// Ready and reachable: it could take its turn, and it counts towards quorum.
     pub healthy: bool,
+    /// Its drain, if one is requested.
+    pub drain: Option<DrainView>,
+}
+
+/// A node's drain as the rollout sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainView {
+    /// Requested by this plan (so the plan ends it), not by an operator.
+    pub by_plan: bool,
+    /// Every replica has moved off.
+    pub done: bool,
+    /// The scheduler gave up moving its replicas (`drain_timeout`).
+    pub timed_out: bool,
 }
 
 /// The cluster at the moment of deciding.
@@ -41,6 +55,12 @@ pub enum Step {
     Wait,
     /// Start this node's turn.
     Start(String),
+    /// Start this node's turn by draining it (the plan asks for drains).
+    Drain(String),
+    /// The node's drain finished: go on to download and install.
+    Proceed(String),
+    /// The node's turn is over: end the drain this plan requested.
+    Undrain(String),
     /// Only the leader is left: hand leadership to this healthy voter, whose controller
     /// carries on (and upgrades this node as a follower).
     HandOver(String),
@@ -68,6 +88,15 @@ pub fn in_flight(state: UpgradeNodeState) -> bool {
 
 /// The next step of the running `plan` in `cluster`.
 pub fn next_step(plan: &UpgradePlan, cluster: &ClusterView) -> Step {
+    let view = |name: &str| cluster.nodes.iter().find(|n| n.name == name);
+    // Drains this plan requested end with the node's turn, before anything else happens.
+    if let Some(done) = plan.nodes.iter().find(|n| {
+        !in_flight(n.state())
+            && n.state() != UpgradeNodeState::Pending
+            && view(&n.node).is_some_and(|v| v.drain.is_some_and(|d| d.by_plan))
+    }) {
+        return Step::Undrain(done.node.clone());
+    }
     if let Some(failed) = plan.nodes.iter().find(|n| {
         matches!(
             n.state(),
@@ -86,6 +115,18 @@ pub fn next_step(plan: &UpgradePlan, cluster: &ClusterView) -> Step {
                 state_name(current.state())
             ));
         }
+        if current.state() == UpgradeNodeState::Draining {
+            let drain = view(&current.node).and_then(|v| v.drain);
+            if drain.is_some_and(|d| d.timed_out) {
+                return Step::Fail(format!(
+                    "{}'s replicas could not all be moved off (drain_timeout)",
+                    current.node
+                ));
+            }
+            if drain.is_none_or(|d| d.done) {
+                return Step::Proceed(current.node.clone());
+            }
+        }
         return Step::Wait;
     }
     let pending: Vec<&UpgradeNodeStatus> = plan
@@ -100,7 +141,6 @@ pub fn next_step(plan: &UpgradePlan, cluster: &ClusterView) -> Step {
     else {
         return Step::Finish;
     };
-    let view = |name: &str| cluster.nodes.iter().find(|n| n.name == name);
     let Some(node) = view(&next.node) else {
         return Step::Fail(format!(
             "{} is no longer a member of the cluster",
@@ -161,7 +201,11 @@ pub fn next_step(plan: &UpgradePlan, cluster: &ClusterView) -> Step {
             ));
         }
     }
-    Step::Start(node.name.clone())
+    if plan.drain {
+        Step::Drain(node.name.clone())
+    } else {
+        Step::Start(node.name.clone())
+    }
 }
 
 /// The plan's failure reason for a node that failed or rolled back.
@@ -215,6 +259,7 @@ mod tests {
                     name: (*name).into(),
                     voter: true,
                     healthy: *healthy,
+                    drain: None,
                 })
                 .collect(),
             now_unix_ms: 1_000_000,
@@ -242,6 +287,42 @@ mod tests {
         assert_eq!(next_step(&p, &after), Step::Start("n0".into()));
         p.nodes[0].state = Succeeded.into();
         assert_eq!(next_step(&p, &after), Step::Finish);
+    }
+
+    #[test]
+    fn a_draining_plan_drains_each_node_waits_for_it_and_ends_only_its_own_drains() {
+        let mut c = cluster("n0", &[("n0", true), ("n1", true), ("n2", true)]);
+        let mut p = plan(&[("n0", Pending), ("n1", Pending)]);
+        p.drain = true;
+        assert_eq!(next_step(&p, &c), Step::Drain("n1".into()));
+        p.nodes[1].state = UpgradeNodeState::Draining.into();
+        p.nodes[1].started_at_unix_ms = c.now_unix_ms;
+        let mut drain = DrainView {
+            by_plan: true,
+            done: false,
+            timed_out: false,
+        };
+        c.nodes[1].drain = Some(drain);
+        assert_eq!(next_step(&p, &c), Step::Wait);
+        drain.done = true;
+        c.nodes[1].drain = Some(drain);
+        assert_eq!(next_step(&p, &c), Step::Proceed("n1".into()));
+        // Its turn over, the plan's drain ends before the next node starts.
+        p.nodes[1].state = Succeeded.into();
+        assert_eq!(next_step(&p, &c), Step::Undrain("n1".into()));
+        // An operator's drain stays.
+        drain.by_plan = false;
+        c.nodes[1].drain = Some(drain);
+        assert_eq!(next_step(&p, &c), Step::HandOver("n1".into()));
+        // A drain that times out stops the fleet.
+        p.nodes[1].state = UpgradeNodeState::Draining.into();
+        drain.timed_out = true;
+        drain.done = false;
+        c.nodes[1].drain = Some(drain);
+        let Step::Fail(reason) = next_step(&p, &c) else {
+            panic!("expected a failure");
+        };
+        assert!(reason.contains("drain_timeout"), "{reason}");
     }
 
     #[test]
