@@ -30,7 +30,7 @@ use crate::error::{Code, Error};
 use crate::proto::v1 as pb;
 use crate::proto::v1::command::Kind;
 use crate::state::{State, Subscription, WatchFilter};
-use crate::upgrade::fleet::{self, ClusterView, DrainView, NodeView, Step};
+use crate::upgrade::fleet::{self, ClusterView, DrainView, NodeView, Step, drain_requester};
 
 /// How often the controller and the node agent look again without a change (deadlines).
 const TICK: Duration = Duration::from_secs(2);
@@ -84,6 +84,7 @@ pub async fn run_controller(
             blocked_since = None;
             continue;
         }
+        end_leftover_drains(&member).await;
         let now = crate::pki::now_unix_ms();
         let Some((plan, cluster)) = member.read(|s| {
             let plan = s.running_upgrade()?.clone();
@@ -144,6 +145,28 @@ pub async fn run_controller(
     }
 }
 
+/// Ends the drains of plans that no longer run (an aborted plan leaves its drain on the node
+/// whose turn it interrupted).
+async fn end_leftover_drains(member: &Member) {
+    let leftover = member.read(|s| {
+        let plans: Vec<pb::UpgradePlan> = s.upgrade_plans().cloned().collect();
+        let drained: Vec<(String, String)> = s
+            .nodes()
+            .filter_map(|n| Some((n.name.clone(), n.drain.as_ref()?.requested_by.clone())))
+            .collect();
+        fleet::leftover_drains(&plans, &drained)
+    });
+    for node in leftover {
+        tracing::info!(%node, "ending the drain of an upgrade plan that no longer runs");
+        if let Err(error) = member
+            .submit(&Identity::Node(member.name.clone()), set_drain(&node, None))
+            .await
+        {
+            tracing::warn!(%node, error = %error.render(true), "cannot end the drain");
+        }
+    }
+}
+
 /// Waits for a state change or [`TICK`]; false once the daemon stops (or the hub closes).
 async fn woken(changes: &mut Subscription, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
@@ -195,11 +218,6 @@ pub fn running_version(node: &pb::Node) -> String {
     } else {
         node.os_version.clone()
     }
-}
-
-/// Who a plan's drains are requested by (so that the plan ends its own drains only).
-fn drain_requester(plan_id: &str) -> String {
-    format!("upgrade {plan_id}")
 }
 
 /// The command that drains `node` for `plan_id`, or ends its drain (`None`).

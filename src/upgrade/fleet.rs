@@ -208,6 +208,36 @@ pub fn next_step(plan: &UpgradePlan, cluster: &ClusterView) -> Step {
     }
 }
 
+/// Who a plan's drains are requested by, so that a plan ends only its own drains.
+pub fn drain_requester(plan_id: &str) -> String {
+    format!("upgrade {plan_id}")
+}
+
+/// The nodes still drained by a plan that no longer runs (aborted or ended), whose turn in it is
+/// over: their drains end. `drained` is each drained node with who requested its drain.
+pub fn leftover_drains(plans: &[UpgradePlan], drained: &[(String, String)]) -> Vec<String> {
+    drained
+        .iter()
+        .filter(|(node, by)| {
+            let Some(plan) = plans.iter().find(|p| drain_requester(&p.id) == *by) else {
+                // A drain by a plan that is gone from the history is left over too.
+                return by.starts_with(&drain_requester(""));
+            };
+            let running = matches!(
+                plan.state(),
+                crate::proto::v1::UpgradeState::Pending
+                    | crate::proto::v1::UpgradeState::InProgress
+            );
+            !running
+                && !plan
+                    .nodes
+                    .iter()
+                    .any(|n| n.node == *node && in_flight(n.state()))
+        })
+        .map(|(node, _)| node.clone())
+        .collect()
+}
+
 /// The plan's failure reason for a node that failed or rolled back.
 fn failure_reason(node: &UpgradeNodeStatus) -> String {
     let what = if node.state() == UpgradeNodeState::RolledBack {
@@ -323,6 +353,35 @@ mod tests {
             panic!("expected a failure");
         };
         assert!(reason.contains("drain_timeout"), "{reason}");
+    }
+
+    #[test]
+    fn drains_left_by_an_aborted_plan_end_once_the_turn_in_progress_is_over() {
+        let mut aborted = plan(&[("n1", UpgradeNodeState::Rebooting), ("n2", Skipped)]);
+        aborted.state = crate::proto::v1::UpgradeState::Aborted.into();
+        let mut running = plan(&[("n3", UpgradeNodeState::Draining)]);
+        running.id = "q".into();
+        running.state = crate::proto::v1::UpgradeState::InProgress.into();
+        let drained = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(n, by)| ((*n).into(), by.clone()))
+                .collect()
+        };
+        let plans = [aborted.clone(), running];
+        let pairs = drained(&[
+            ("n1", drain_requester("p")),
+            ("n2", drain_requester("p")),
+            ("n3", drain_requester("q")),
+            ("n4", "operator".into()),
+            ("n5", drain_requester("gone")),
+        ]);
+        // n1 is still rebooting; n3's plan runs (its controller ends that drain); n4 is an
+        // operator's.
+        assert_eq!(leftover_drains(&plans, &pairs), ["n2", "n5"]);
+        let mut plans = plans;
+        plans[0].nodes[0].state = Succeeded.into();
+        assert_eq!(leftover_drains(&plans, &pairs), ["n1", "n2", "n5"]);
     }
 
     #[test]
