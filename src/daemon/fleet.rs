@@ -676,3 +676,64 @@ pub async fn serve_bundle(
     });
     Ok(receiver)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(dir: &Path) -> UpgradeHost {
+        let mut config = super::super::config::DaemonConfig::default();
+        config.upgrade.state_dir = Some(dir.to_owned());
+        UpgradeHost::new(&config)
+    }
+
+    async fn served(host: &UpgradeHost, plan: &str, offset: u64) -> Result<Vec<u8>, Error> {
+        let mut chunks = serve_bundle(host, plan, offset).await?;
+        let mut bytes = Vec::new();
+        let mut expected_offset = offset;
+        while let Some(chunk) = chunks.recv().await {
+            let chunk = chunk?;
+            assert_eq!(chunk.offset, expected_offset);
+            assert!(chunk.data.len() <= FETCH_CHUNK);
+            expected_offset += chunk.data.len() as u64;
+            bytes.extend_from_slice(&chunk.data);
+        }
+        Ok(bytes)
+    }
+
+    #[tokio::test]
+    async fn a_bundle_is_served_in_chunks_from_any_offset_and_bad_requests_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = host(dir.path());
+        let plan = "0123456789abcdef";
+        let bundle: Vec<u8> = (0..FETCH_CHUNK * 2 + 77).map(|i| (i % 251) as u8).collect();
+        let path = plan_bundle(&host, plan).unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bundle).unwrap();
+
+        assert_eq!(served(&host, plan, 0).await.unwrap(), bundle);
+        // A fetch that resumes after an interruption gets exactly the rest.
+        let resume = FETCH_CHUNK as u64 + 5;
+        assert_eq!(
+            served(&host, plan, resume).await.unwrap(),
+            bundle[FETCH_CHUNK + 5..]
+        );
+        assert!(
+            served(&host, plan, bundle.len() as u64)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let past = served(&host, plan, bundle.len() as u64 + 1)
+            .await
+            .unwrap_err();
+        assert_eq!(past.code, Code::ValidationFailed);
+        assert_eq!(past.details["field"], "offset");
+        let other = served(&host, "fedcba9876543210", 0).await.unwrap_err();
+        assert_eq!(other.code, Code::NotFound);
+        // A plan id is 16 hex characters: nothing else names a file.
+        let escape = served(&host, "../../etc/passwd", 0).await.unwrap_err();
+        assert_eq!(escape.code, Code::ValidationFailed);
+    }
+}
