@@ -509,6 +509,9 @@ fn follow(
     ctx: &mut Context<'_>,
 ) -> Result<(), Failure> {
     let mut shown = String::new();
+    // The serving node's own step: once its turn has begun, losing it is its reboot (which can
+    // come before this poll sees `rebooting`).
+    let mut serving_on_turn = false;
     loop {
         let request = pb::UpgradeStatusRequest {
             plan_id: plan_id.to_owned(),
@@ -518,8 +521,11 @@ fn follow(
             Ok(c.upgrade().status(request).await?.into_inner())
         }) {
             Ok(response) => response.plan,
-            Err(_) if shown.contains(&format!("{serving}: rebooting")) => {
-                eprintln!("the node is rebooting; follow with `jaco upgrade status --watch`");
+            Err(_) if serving_on_turn => {
+                eprintln!(
+                    "lost {serving}, which serves this command, during its turn: it reboots into \
+                     the new version once installed; follow with `jaco upgrade status --watch`"
+                );
                 return Ok(());
             }
             Err(failure) => return Err(failure),
@@ -527,6 +533,11 @@ fn follow(
         let Some(plan) = plan else {
             return Err(Error::new(Code::NotFound, format!("plan {plan_id} is gone")).into());
         };
+        serving_on_turn = plan.nodes.iter().any(|n| {
+            n.node == serving
+                && crate::upgrade::fleet::in_flight(n.state())
+                && n.state() != pb::UpgradeNodeState::Draining
+        });
         let view = PlanView::from(&plan);
         for node in &view.nodes {
             let line = format!(
