@@ -124,11 +124,7 @@ impl Source {
 
 /// An upload id: 16 lowercase hex characters (it names a file).
 fn upload_path(host: &UpgradeHost, id: &str) -> Result<PathBuf, Error> {
-    if id.len() != 16
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-    {
+    if !crate::daemon::fleet::is_file_id(id) {
         return Err(invalid(
             "upload_id",
             "upload_unknown",

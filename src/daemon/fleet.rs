@@ -49,13 +49,18 @@ const FETCH_ATTEMPTS: u32 = 5;
 /// Bytes per `FetchBundle` message.
 pub const FETCH_CHUNK: usize = 1024 * 1024;
 
-/// Where the bundle of plan `plan_id` is kept on a node (the bundle node serves it from there).
-pub fn plan_bundle(host: &UpgradeHost, plan_id: &str) -> Result<PathBuf, Error> {
-    if plan_id.len() != 16
-        || !plan_id
+/// Whether `id` has the form of the ids that name upgrade files (plans, uploads): 16 lowercase
+/// hex characters, so that no request can name another path.
+pub fn is_file_id(id: &str) -> bool {
+    id.len() == 16
+        && id
             .chars()
             .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-    {
+}
+
+/// Where the bundle of plan `plan_id` is kept on a node (the bundle node serves it from there).
+pub fn plan_bundle(host: &UpgradeHost, plan_id: &str) -> Result<PathBuf, Error> {
+    if !is_file_id(plan_id) {
         return Err(Error::new(
             Code::ValidationFailed,
             format!("{plan_id:?} is not an upgrade plan id"),
