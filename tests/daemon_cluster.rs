@@ -875,6 +875,24 @@ async fn an_unattended_first_boot_inits_from_a_seed_and_the_next_node_joins_from
     );
 }
 
+/// `jaco upgrade bundle keygen --out prefix`: `prefix.key` and `prefix.pub`.
+fn keygen(prefix: &std::path::Path) {
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_jaco"))
+        .args(["upgrade", "bundle", "keygen", "--out"])
+        .arg(prefix)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// `<work>/keys` holding a release key pair (`release.key` signs; a node trusts `release.pub`).
+fn trusted_keys(work: &std::path::Path) -> std::path::PathBuf {
+    let keys_dir = work.join("keys");
+    std::fs::create_dir(&keys_dir).unwrap();
+    keygen(&keys_dir.join("release"));
+    keys_dir
+}
+
 /// Signs a plain-host bundle of `payload` as `version` with the key at `key`.
 fn binary_bundle(
     dir: &std::path::Path,
@@ -904,17 +922,7 @@ fn binary_bundle(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_upgrade_is_verified_swapped_and_a_failed_one_is_rolled_back_and_denied() {
     let work = tempfile::tempdir().unwrap();
-    let keys_dir = work.path().join("keys");
-    std::fs::create_dir(&keys_dir).unwrap();
-    let keygen = |prefix: &std::path::Path| {
-        let status = std::process::Command::new(env!("CARGO_BIN_EXE_jaco"))
-            .args(["upgrade", "bundle", "keygen", "--out"])
-            .arg(prefix)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    keygen(&keys_dir.join("release"));
+    let keys_dir = trusted_keys(work.path());
     keygen(&work.path().join("stranger"));
     let trusted_key = keys_dir.join("release.key");
     // The node trusts only release.pub (the secret key lying next to it is not a *.pub).
@@ -1098,14 +1106,7 @@ async fn drive_fleet_plan(
 async fn a_fleet_upgrade_drains_each_node_goes_followers_first_hands_leadership_over_and_stops_on_a_failure()
  {
     let work = tempfile::tempdir().unwrap();
-    let keys_dir = work.path().join("keys");
-    std::fs::create_dir(&keys_dir).unwrap();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_jaco"))
-        .args(["upgrade", "bundle", "keygen", "--out"])
-        .arg(keys_dir.join("release"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let keys_dir = trusted_keys(work.path());
     let key = keys_dir.join("release.key");
     let extra = format!(
         "leader_wait_ms: 100\nupgrade:\n  mode: binary\n  keys_dir: {}\n  reboot_command: \"true\"\n",
@@ -1229,4 +1230,142 @@ async fn a_fleet_upgrade_drains_each_node_goes_followers_first_hands_leadership_
         "{plan:#}"
     );
     assert!(audit_types(&cluster, 0).contains(&"upgrade_failed".to_owned()));
+}
+
+/// A child process killed when the test ends, also when it fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An HTTPS file server (Python's standard library) in daemon `index`'s namespace, on
+/// 127.0.0.1 there, serving `root` with `/latest` redirecting to `/jaco.bundle`; returns it and
+/// its port.
+fn https_server(
+    cluster: &Daemons,
+    index: usize,
+    root: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (KillOnDrop, u16) {
+    const SERVER: &str = r#"
+import http.server, ssl, sys
+root, cert, key = sys.argv[1:4]
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, directory=root, **kwargs)
+    def do_GET(self):
+        if self.path == "/latest":
+            self.send_response(302)
+            self.send_header("Location", "/jaco.bundle")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+    let mut child = cluster
+        .net
+        .command(index, "python3")
+        .arg("-c")
+        .arg(SERVER)
+        .arg(root)
+        .arg(cert)
+        .arg(key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("port: {line:?}"));
+    (KillOnDrop(child), port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_url_is_fetched_over_https_through_a_redirect_and_a_missing_one_is_an_error() {
+    let work = tempfile::tempdir().unwrap();
+    let keys_dir = trusted_keys(work.path());
+    // A CA the node trusts for https (instead of the system's) and a certificate for 127.0.0.1.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let (ca_file, cert_file, key_file) = (
+        work.path().join("ca.pem"),
+        work.path().join("server.pem"),
+        work.path().join("server.key"),
+    );
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    std::fs::write(&cert_file, server_cert.pem()).unwrap();
+    std::fs::write(&key_file, server_key.serialize_pem()).unwrap();
+    let served = work.path().join("www");
+    std::fs::create_dir(&served).unwrap();
+    let bundle = binary_bundle(
+        work.path(),
+        &keys_dir.join("release.key"),
+        "9.0.0",
+        b"the fetched binary",
+    );
+    std::fs::copy(&bundle, served.join("jaco.bundle")).unwrap();
+
+    let binary = work.path().join("installed-jaco");
+    std::fs::write(&binary, b"the running binary").unwrap();
+    let extra = format!(
+        "leader_wait_ms: 100\nupgrade:\n  mode: binary\n  binary: {}\n  keys_dir: {}\n  \
+         reboot_command: \"true\"\n  ca_file: {}\n",
+        binary.display(),
+        keys_dir.display(),
+        ca_file.display()
+    );
+    let cluster = Daemons::start(1, &extra);
+    cluster.init(0).await;
+    let (_server, port) = https_server(&cluster, 0, &served, &cert_file, &key_file);
+    let socket = cluster.nodes[0].socket.to_string_lossy().into_owned();
+    let start = |url: &str| {
+        cli(
+            &cluster,
+            0,
+            &[
+                "--socket", &socket, "-v", "upgrade", "start", "--bundle", url,
+            ],
+        )
+    };
+
+    let (status, _, err) = start(&format!("https://127.0.0.1:{port}/missing.bundle"));
+    assert_eq!(status, 1, "{err}");
+    assert!(
+        err.contains("upgrade_failed") && err.contains("404"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&binary).unwrap(), b"the running binary");
+
+    let (status, out, err) = start(&format!("https://127.0.0.1:{port}/latest"));
+    assert_eq!(status, 0, "{out}{err}");
+    assert!(err.contains("the node fetches"), "{err}");
+    assert!(err.contains("rebooting"), "{err}");
+    assert_eq!(std::fs::read(&binary).unwrap(), b"the fetched binary");
 }

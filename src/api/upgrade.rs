@@ -122,6 +122,26 @@ impl Source {
     }
 }
 
+/// Downloads the bundle at `url` into this node's uploads, as if it had been uploaded.
+async fn fetch_url(host: &UpgradeHost, url: &str) -> Result<PathBuf, Error> {
+    let dir = host.uploads_dir();
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| crate::upgrade::io_failed("create", &dir, &e))?;
+    let id = crate::pki::hex(&rand::random::<[u8; 8]>());
+    let partial = dir.join(format!("{id}.partial"));
+    tracing::info!(%url, "fetching an upgrade bundle");
+    if let Err(error) = crate::daemon::download::download(url, &partial, host.ca_file()).await {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(error);
+    }
+    let path = dir.join(format!("{id}.bundle"));
+    tokio::fs::rename(&partial, &path)
+        .await
+        .map_err(|e| crate::upgrade::io_failed("store", &path, &e))?;
+    Ok(path)
+}
+
 /// An upload id: 16 lowercase hex characters (it names a file).
 fn upload_path(host: &UpgradeHost, id: &str) -> Result<PathBuf, Error> {
     if !crate::daemon::fleet::is_file_id(id) {
@@ -154,25 +174,18 @@ impl Upgrade for UpgradeService {
         let request = request.into_inner();
         let leader = member.leader().map(|l| l.name);
         let targets = member.read(|s| targets(s, &member.name, leader.as_deref(), &request))?;
+        if let Some(running) = member.read(|s| s.running_upgrade().cloned()) {
+            return Err(crate::state::upgrade_in_progress(&running).into());
+        }
         let source = match &request.bundle {
             Some(Bundle::Path(path)) => {
                 require_local(&identity, "a bundle path on the node")?;
                 Source::Path(PathBuf::from(path))
             }
             Some(Bundle::UploadId(id)) => Source::Upload(upload_path(&host, id)?),
-            Some(Bundle::Url(_)) => {
-                return Err(invalid(
-                    "bundle",
-                    "url_unavailable",
-                    "bundle URLs are not fetched by this build; pass a file (the CLI uploads it)",
-                )
-                .into());
-            }
+            Some(Bundle::Url(url)) => Source::Upload(fetch_url(&host, url).await?),
             None => return Err(invalid("bundle", "missing", "the request names no bundle").into()),
         };
-        if let Some(running) = member.read(|s| s.running_upgrade().cloned()) {
-            return Err(crate::state::upgrade_in_progress(&running).into());
-        }
         let verified = {
             let (host, bundle, force) = (host.clone(), source.path().to_owned(), request.force);
             let here = targets.iter().any(|t| *t == member.name);

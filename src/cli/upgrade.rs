@@ -60,8 +60,9 @@ pub enum UpgradeCommand {
 /// Arguments of `jaco upgrade start`.
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// Upgrade bundle file (jaco-<version>-<arch>.bundle); the CLI uploads it
-    #[arg(long, value_name = "PATH")]
+    /// Upgrade bundle file (jaco-<version>-<arch>.bundle), which the CLI uploads, or an
+    /// http(s):// URL the node fetches it from
+    #[arg(long, value_name = "PATH|URL")]
     pub bundle: PathBuf,
     /// Upgrade only this node; repeat for several (default: the node the CLI talks to)
     #[arg(long = "node", value_name = "NODE", conflicts_with = "all")]
@@ -464,25 +465,31 @@ fn run_status(status: &StatusArgs, ctx: &mut Context<'_>) -> Result<(), Failure>
 }
 
 fn run_start(start: &StartArgs, ctx: &mut Context<'_>) -> Result<(), Failure> {
+    use pb::start_upgrade_request::Bundle;
     let target = Target::of(ctx)?;
-    let (header, path) = upload_header(&start.bundle)?;
-    let uploaded = client::run(&target, |c| async move {
-        let messages = upload_messages(header, path)?;
-        Ok(c.upgrade()
-            .upload_bundle(tokio_stream::iter(messages))
-            .await?
-            .into_inner())
-    })?;
-    eprintln!(
-        "uploaded {} to {} (version {}, signature and checksums verified there)",
-        start.bundle.display(),
-        uploaded.node,
-        uploaded.version
-    );
+    let named = start.bundle.to_string_lossy();
+    let bundle = if crate::daemon::download::is_url(&named) {
+        eprintln!("the node fetches {named} and verifies it");
+        Bundle::Url(named.into_owned())
+    } else {
+        let (header, path) = upload_header(&start.bundle)?;
+        let uploaded = client::run(&target, |c| async move {
+            let messages = upload_messages(header, path)?;
+            Ok(c.upgrade()
+                .upload_bundle(tokio_stream::iter(messages))
+                .await?
+                .into_inner())
+        })?;
+        eprintln!(
+            "uploaded {} to {} (version {}, signature and checksums verified there)",
+            start.bundle.display(),
+            uploaded.node,
+            uploaded.version
+        );
+        Bundle::UploadId(uploaded.upload_id)
+    };
     let request = pb::StartUpgradeRequest {
-        bundle: Some(pb::start_upgrade_request::Bundle::UploadId(
-            uploaded.upload_id,
-        )),
+        bundle: Some(bundle),
         nodes: start.nodes.clone(),
         all: start.all,
         force: start.allow_downgrade,
@@ -497,7 +504,7 @@ fn run_start(start: &StartArgs, ctx: &mut Context<'_>) -> Result<(), Failure> {
     if start.detach {
         return ctx.print(&PlanView::from(&plan), PlanView::text);
     }
-    follow(&target, &plan.id, &uploaded.node, ctx)
+    follow(&target, &plan.id, &plan.bundle_node, ctx)
 }
 
 /// Follows a plan, printing each node's steps as they change, until it ends or the serving

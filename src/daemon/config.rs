@@ -243,6 +243,8 @@ pub struct UpgradeSettings {
     /// Binary mode: how long a swapped-in binary may take to get the node ready before the
     /// previous one is put back, in milliseconds (the appliance's gate has its own timeout).
     pub health_timeout_ms: u64,
+    /// Trust roots (PEM) for bundles fetched from `https://` URLs.
+    pub ca_file: PathBuf,
     /// Fleet upgrades: how long one node's turn (download, install, reboot, health gate) may
     /// take before the leader stops the fleet, in milliseconds.
     pub step_timeout_ms: u64,
@@ -262,6 +264,7 @@ impl Default for UpgradeSettings {
             binary: None,
             health_timeout_ms: 180_000,
             step_timeout_ms: 1_200_000,
+            ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
         }
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod core;
+pub mod download;
 pub mod fleet;
 pub mod http;
 pub mod lifecycle;

@@ -89,6 +89,11 @@ impl UpgradeHost {
         self.records.dir().join("bundles")
     }
 
+    /// Trust roots for bundles fetched from `https://` URLs.
+    pub fn ca_file(&self) -> &Path {
+        &self.settings.ca_file
+    }
+
     /// Fleet upgrades: how long one node's turn may take.
     pub fn step_timeout(&self) -> Duration {
         Duration::from_millis(self.settings.step_timeout_ms)
