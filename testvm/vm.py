@@ -645,6 +645,21 @@ def scenario_upgrade(image, args):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def serve_file_once(path):
+    """Serves `path`'s directory over HTTP on 127.0.0.1 (a daemon thread, gone with the
+    harness); returns the port."""
+    import functools
+    import http.server
+    import threading
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+    handler = functools.partial(Quiet, directory=os.path.dirname(os.path.abspath(path)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1]
+
+
 def first_answer(jaco, vms, seed_dir, args):
     """The JSON answer of the first VM that answers `jaco … -o json` (one may be rebooting)."""
     for vm in vms:
@@ -701,11 +716,17 @@ def scenario_fleet(image, args):
                 before = {n["name"]: n["os_version"] for n in nodes}
 
                 t2 = time.monotonic()
-                r = jaco_cli(jaco, n0, seed_dir, "upgrade", "start", "--bundle", args.bundle,
+                bundle = args.bundle
+                if args.serve_bundle:
+                    # n0 fetches it over HTTP from the host (10.0.2.2 is the host's loopback).
+                    port = serve_file_once(args.bundle)
+                    bundle = f"http://10.0.2.2:{port}/{os.path.basename(args.bundle)}"
+                    log(f"(e) serving the bundle at {bundle}")
+                r = jaco_cli(jaco, n0, seed_dir, "upgrade", "start", "--bundle", bundle,
                              "--all", "--detach")
                 if r.returncode != 0:
                     raise Failed(f"upgrade start --all failed: {r.stdout}{r.stderr}")
-                timings["upload + plan recorded"] = time.monotonic() - t2
+                timings["bundle to n0 (upload or fetch) + plan recorded"] = time.monotonic() - t2
                 seen, plan = [], None
                 deadline = time.monotonic() + 2400
                 while True:
@@ -748,6 +769,9 @@ def main():
                          "(for an image whose jaco has no `upgrade health-gate`)")
     ap.add_argument("--bundle", help="upgrade and fleet scenarios: a good bundle of a newer "
                     "version (image/build.sh --version 0.2.0)")
+    ap.add_argument("--serve-bundle", action="store_true",
+                    help="fleet scenario: serve --bundle over HTTP from the host and pass its URL "
+                         "(the node fetches it) instead of uploading the file")
     ap.add_argument("--broken-bundle", help="upgrade scenario: a still newer bundle that fails its "
                     "health gate (image/build.sh --version 0.3.0 --test-break-isolation)")
     args = ap.parse_args()
