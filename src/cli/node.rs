@@ -179,6 +179,8 @@ pub struct NodeView {
     pub os_version: String,
     /// Appliance root slot the node booted (`a`, `b`; empty off the appliance).
     pub boot_slot: String,
+    /// Whether the booted root is dm-verity protected.
+    pub root_verity: bool,
     /// RFC 3339 time the node joined.
     pub joined_at: Option<String>,
     /// RFC 3339 time of the last heartbeat the leader recorded.
@@ -202,6 +204,7 @@ impl From<&Node> for NodeView {
             version: node.version.clone(),
             os_version: node.os_version.clone(),
             boot_slot: node.boot_slot.clone(),
+            root_verity: node.root_verity,
             joined_at: view::time(node.joined_at_unix_ms),
             last_heartbeat_at: view::time(node.last_heartbeat_unix_ms),
             labels: node.labels.clone().into_iter().collect(),
@@ -429,6 +432,7 @@ pub(crate) mod tests {
                 "version": "0.1.0",
                 "os_version": "",
                 "boot_slot": "",
+                "root_verity": false,
                 "joined_at": "2023-11-14T22:13:20Z",
                 "last_heartbeat_at": null,
                 "labels": {},

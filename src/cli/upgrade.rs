@@ -25,7 +25,9 @@ use super::{Context, Failure};
 use crate::error::{Code, Error};
 use crate::proto::v1 as pb;
 use crate::upgrade::gate::{self, Observation, Verdict};
-use crate::upgrade::manifest::{BINARY, KERNEL_IMAGE, ROOT_IMAGE, host_arch};
+use crate::upgrade::manifest::{
+    BINARY, KERNEL_IMAGE, Manifest, ROOT_IMAGE, ROOT_VERITY, host_arch,
+};
 use crate::upgrade::record::{GateFailure, Records};
 use crate::upgrade::{bundle, keys};
 
@@ -113,7 +115,7 @@ pub struct BundleArgs {
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
     /// Hash the payload files, write and sign the manifest, and pack the bundle
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Check a bundle's signature and every file's checksum against trusted keys
     Verify(VerifyArgs),
     /// Make a new signing key pair (PREFIX.key, secret, and PREFIX.pub, to trust)
@@ -161,6 +163,13 @@ pub struct CreateArgs {
     /// Appliance bundle: the unified kernel image
     #[arg(long, value_name = "FILE", requires = "root")]
     pub kernel: Option<PathBuf>,
+    /// Appliance bundle with a verity-protected root: the root image's dm-verity hash device
+    /// (`veritysetup format` of the uncompressed image)
+    #[arg(long, value_name = "FILE", requires_all = ["root", "root_hash"])]
+    pub verity: Option<PathBuf>,
+    /// The dm-verity root hash `veritysetup format` printed for --verity
+    #[arg(long, value_name = "HEX", requires = "verity")]
+    pub root_hash: Option<String>,
     /// Plain-host bundle: the jaco binary
     #[arg(long, value_name = "FILE", required_unless_present = "root")]
     pub binary: Option<PathBuf>,
@@ -282,7 +291,7 @@ fn run_create(create: &CreateArgs, ctx: &mut Context<'_>) -> Result<(), Failure>
         .arch
         .clone()
         .unwrap_or_else(|| host_arch().to_owned());
-    let files: Vec<(String, PathBuf)> = match (&create.root, &create.kernel, &create.binary) {
+    let mut files: Vec<(String, PathBuf)> = match (&create.root, &create.kernel, &create.binary) {
         (Some(root), Some(kernel), None) => vec![
             (ROOT_IMAGE.to_owned(), root.clone()),
             (KERNEL_IMAGE.to_owned(), kernel.clone()),
@@ -290,20 +299,23 @@ fn run_create(create: &CreateArgs, ctx: &mut Context<'_>) -> Result<(), Failure>
         (None, None, Some(binary)) => vec![(BINARY.to_owned(), binary.clone())],
         _ => unreachable!("clap enforces --root with --kernel, or --binary"),
     };
+    if let Some(verity) = &create.verity {
+        files.push((ROOT_VERITY.to_owned(), verity.clone()));
+    }
+    let manifest = Manifest {
+        root_hash: create
+            .root_hash
+            .as_ref()
+            .map(|hash| hash.to_ascii_lowercase()),
+        ..Manifest::new(&create.version, &create.min_version, &arch)
+    };
     let password = read_password(create.password_file.as_ref())?;
     let key = keys::load_secret_key(&create.key, password)?;
     let out = create
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(bundle::file_name(&create.version, &arch)));
-    let manifest = bundle::create(
-        &out,
-        &create.version,
-        &create.min_version,
-        &arch,
-        &files,
-        &key,
-    )?;
+    let manifest = bundle::create(&out, manifest, &files, &key)?;
     let manifest_sha256 = crate::pki::hex(&Sha256::digest(manifest.to_bytes()));
     let view = BundleView::of(&manifest, &manifest_sha256);
     ctx.print(&view, |v| format!("wrote {}\n{}", out.display(), v.text()))
@@ -316,16 +328,19 @@ struct BundleView {
     min_version: String,
     arch: String,
     manifest_sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_hash: Option<String>,
     files: Vec<(String, u64, String)>,
 }
 
 impl BundleView {
-    fn of(manifest: &crate::upgrade::manifest::Manifest, manifest_sha256: &str) -> BundleView {
+    fn of(manifest: &Manifest, manifest_sha256: &str) -> BundleView {
         BundleView {
             version: manifest.version.clone(),
             min_version: manifest.min_version.clone(),
             arch: manifest.arch.clone(),
             manifest_sha256: manifest_sha256.to_owned(),
+            root_hash: manifest.root_hash.clone(),
             files: manifest
                 .files
                 .iter()
@@ -339,6 +354,9 @@ impl BundleView {
             "version {} (min_version {}), {}, manifest sha256 {}\n",
             self.version, self.min_version, self.arch, self.manifest_sha256
         );
+        if let Some(root_hash) = &self.root_hash {
+            out.push_str(&format!("  dm-verity root hash {root_hash}\n"));
+        }
         for (name, size, sha256) in &self.files {
             out.push_str(&format!("  {name:<14} {size:>12} bytes  sha256 {sha256}\n"));
         }

@@ -120,6 +120,7 @@ pub async fn report(
             version: os.version.clone(),
             os_version: os.os_version.clone(),
             boot_slot: os.boot_slot.clone(),
+            root_verity: os.root_verity,
             arch: std::env::consts::ARCH.to_owned(),
         };
         let kind = pb::command::Kind::UpdateNodeInfo(info);

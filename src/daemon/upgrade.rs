@@ -24,7 +24,7 @@ use crate::upgrade::install::{self, Appliance, Installed, Request};
 use crate::upgrade::keys::TrustedKeys;
 use crate::upgrade::manifest::{BundleKind, host_arch};
 use crate::upgrade::record::{self, Outcome, Records};
-use crate::upgrade::slots::Slots;
+use crate::upgrade::slots::{self, Slots};
 use crate::upgrade::{binary, disk};
 
 /// How often the post-boot reporter looks again (node readiness, blessing).
@@ -51,6 +51,8 @@ pub struct OsFacts {
     pub os_version: String,
     /// The running slot (`a`, `b`; empty off the appliance).
     pub boot_slot: String,
+    /// Whether the running root is dm-verity protected (the boot's `roothash=`).
+    pub root_verity: bool,
 }
 
 /// The node's upgrade settings and records.
@@ -150,9 +152,9 @@ impl UpgradeHost {
                 ..OsFacts::default()
             };
         }
-        let boot_slot = self
-            .appliance()
-            .ok()
+        let appliance = self.appliance().ok();
+        let boot_slot = appliance
+            .as_ref()
             .and_then(|a| {
                 let slots = Slots::find(&disk::read_partitions(&a.disk).ok()?).ok()?;
                 slots.running(&a.cmdline).ok()
@@ -163,6 +165,7 @@ impl UpgradeHost {
             version: self.binary_version(),
             os_version: self.running_version(),
             boot_slot,
+            root_verity: appliance.is_some_and(|a| slots::verity_protected(&a.cmdline)),
         }
     }
 
@@ -201,7 +204,8 @@ impl UpgradeHost {
         Ok(HostKind::Binary { binary })
     }
 
-    /// Verifies a bundle and checks the version rules; writes nothing. Blocking.
+    /// Verifies a bundle and checks the version rules and, on the appliance, the disk's
+    /// (blessed running boot, verity kept); writes nothing. Blocking.
     pub fn admit(&self, bundle: &Path, force: bool) -> Result<Verified, Error> {
         let keys = self.keys()?;
         let kind = if self.is_appliance() {
@@ -210,13 +214,17 @@ impl UpgradeHost {
             BundleKind::Binary
         };
         let request = self.request(bundle, &keys, force, "");
-        install::admit(
+        let verified = install::admit(
             &request,
             kind,
             &self.running_version(),
             host_arch(),
             &self.records,
-        )
+        )?;
+        if kind == BundleKind::Appliance {
+            install::plan(&self.appliance()?, &verified.manifest)?;
+        }
+        Ok(verified)
     }
 
     fn request<'a>(
@@ -329,7 +337,7 @@ fn disk_of_root(cmdline: &str) -> Result<PathBuf, Error> {
         )
         .with("reason", "no_ab_slots")
     };
-    let root = crate::upgrade::slots::root_arg(cmdline)
+    let root = crate::upgrade::slots::slot_arg(cmdline)
         .ok_or_else(|| unknown("the kernel command line has no root=".into()))?;
     let link = match root.split_once('=') {
         Some(("PARTUUID", uuid)) => {

@@ -168,6 +168,7 @@ impl State {
             node.version.clone_from(&c.version);
             node.os_version.clone_from(&c.os_version);
             node.boot_slot.clone_from(&c.boot_slot);
+            node.root_verity = c.root_verity;
             node.arch.clone_from(&c.arch);
         });
         Ok(ack())

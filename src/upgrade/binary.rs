@@ -115,9 +115,7 @@ mod tests {
         let bundle_path = dir.path().join("b.bundle");
         bundle::create(
             &bundle_path,
-            "1.1.0",
-            "1.0.0",
-            "x86_64",
+            crate::upgrade::manifest::Manifest::new("1.1.0", "1.0.0", "x86_64"),
             &[(BINARY.into(), new)],
             &sk,
         )

@@ -47,21 +47,15 @@ pub fn file_name(version: &str, arch: &str) -> String {
 }
 
 /// Writes a bundle to `out` (through a temporary file renamed into place): hashes `files`
-/// (`(name in the bundle, path)`), builds the manifest, signs it with `key` and archives all.
+/// (`(name in the bundle, path)`) into `manifest` (which names no files yet), signs it with
+/// `key` and archives all.
 pub fn create(
     out: &Path,
-    version: &str,
-    min_version: &str,
-    arch: &str,
+    mut manifest: Manifest,
     files: &[(String, PathBuf)],
     key: &minisign::SecretKey,
 ) -> Result<Manifest, Error> {
-    let mut manifest = Manifest {
-        version: version.to_owned(),
-        min_version: min_version.to_owned(),
-        arch: arch.to_owned(),
-        files: Default::default(),
-    };
+    let (version, arch) = (manifest.version.clone(), manifest.arch.clone());
     for (name, path) in files {
         let mut reader =
             HashingReader::new(File::open(path).map_err(|e| io_failed("open", path, &e))?);
@@ -340,7 +334,7 @@ impl<R: Read> Read for HashingReader<R> {
 pub(crate) mod tests {
     use super::*;
     use crate::upgrade::keys::tests::key_pair;
-    use crate::upgrade::manifest::{KERNEL_IMAGE, ROOT_IMAGE};
+    use crate::upgrade::manifest::{KERNEL_IMAGE, ROOT_IMAGE, ROOT_VERITY};
 
     /// A signed appliance bundle in `dir` with the given payloads; returns its path and the
     /// keys that trust it.
@@ -350,24 +344,35 @@ pub(crate) mod tests {
         root: &[u8],
         kernel: &[u8],
     ) -> (PathBuf, TrustedKeys) {
+        verity_appliance_bundle(dir, version, root, kernel, None)
+    }
+
+    /// [`appliance_bundle`], with `verity` = (hash device bytes, root hash) when given.
+    pub(crate) fn verity_appliance_bundle(
+        dir: &Path,
+        version: &str,
+        root: &[u8],
+        kernel: &[u8],
+        verity: Option<(&[u8], &str)>,
+    ) -> (PathBuf, TrustedKeys) {
         let (sk, public) = key_pair();
         let root_path = dir.join(format!("root-{version}"));
         let kernel_path = dir.join(format!("kernel-{version}"));
         std::fs::write(&root_path, root).unwrap();
         std::fs::write(&kernel_path, kernel).unwrap();
+        let mut files = vec![
+            (ROOT_IMAGE.into(), root_path),
+            (KERNEL_IMAGE.into(), kernel_path),
+        ];
+        let mut manifest = Manifest::new(version, "0.1.0", "x86_64");
+        if let Some((hash_device, root_hash)) = verity {
+            let verity_path = dir.join(format!("verity-{version}"));
+            std::fs::write(&verity_path, hash_device).unwrap();
+            files.push((ROOT_VERITY.into(), verity_path));
+            manifest.root_hash = Some(root_hash.to_owned());
+        }
         let out = dir.join(file_name(version, "x86_64"));
-        create(
-            &out,
-            version,
-            "0.1.0",
-            "x86_64",
-            &[
-                (ROOT_IMAGE.into(), root_path),
-                (KERNEL_IMAGE.into(), kernel_path),
-            ],
-            &sk,
-        )
-        .unwrap();
+        create(&out, manifest, &files, &sk).unwrap();
         let mut keys = TrustedKeys::default();
         keys.add(Path::new("test.pub"), &public).unwrap();
         (out, keys)

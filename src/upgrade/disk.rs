@@ -119,6 +119,16 @@ pub(crate) mod tests {
 
     /// A sparse disk image file with a GPT: esp (4 MiB), root-a and root-b (8 MiB each), var.
     pub(crate) fn disk_image(dir: &Path) -> PathBuf {
+        disk_image_with(dir, false)
+    }
+
+    /// [`disk_image`] with the dm-verity hash partitions root-a-verity and root-b-verity
+    /// (1 MiB each) before var.
+    pub(crate) fn verity_disk_image(dir: &Path) -> PathBuf {
+        disk_image_with(dir, true)
+    }
+
+    fn disk_image_with(dir: &Path, hash_partitions: bool) -> PathBuf {
         let path = dir.join("disk.raw");
         let file = File::create(&path).unwrap();
         file.set_len(32 << 20).unwrap();
@@ -143,6 +153,12 @@ pub(crate) mod tests {
             .unwrap();
         disk.add_partition("root-b", 8 << 20, root, 0, None)
             .unwrap();
+        if hash_partitions {
+            for label in ["root-a-verity", "root-b-verity"] {
+                let hash = gpt::partition_types::LINUX_FS;
+                disk.add_partition(label, 1 << 20, hash, 0, None).unwrap();
+            }
+        }
         disk.add_partition("var", 4 << 20, gpt::partition_types::LINUX_FS, 0, None)
             .unwrap();
         disk.write().unwrap();

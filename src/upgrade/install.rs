@@ -3,10 +3,12 @@
 //!
 //! Order, so that nothing half-done is ever bootable: (1) verify the whole bundle, writing
 //! nothing; (2) check the version rules; (3) plan from the disk's GPT, the kernel command line
-//! and the ESP's entries (refused while the running boot is not blessed); (4) delete the target
-//! slot's old entry and kernel; (5) stream the root image into the slot and the kernel image
-//! onto the ESP, re-checking every hash; (6) only then write the new entry (`+3` tries) — the
-//! commit point — and the pending record. It must not reboot (the caller decides when).
+//! and the ESP's entries (refused while the running boot is not blessed, or when a verity disk
+//! would lose its protection); (4) delete the target slot's old entry and kernel; (5) stream the
+//! root image into the slot, its dm-verity hash device into the slot's hash partition and the
+//! kernel image onto the ESP, re-checking every hash; (6) only then write the new entry (`+3`
+//! tries, the root hash in its options) — the commit point — and the pending record. It must
+//! not reboot (the caller decides when).
 
 use std::path::{Path, PathBuf};
 
@@ -14,10 +16,10 @@ use super::bundle::{self, Verified};
 use super::disk;
 use super::esp::Esp;
 use super::keys::TrustedKeys;
-use super::manifest::{BundleKind, KERNEL_IMAGE, ROOT_IMAGE};
+use super::manifest::{BundleKind, KERNEL_IMAGE, Manifest, ROOT_IMAGE, ROOT_VERITY};
 use super::policy;
 use super::record::{Pending, Records};
-use super::slots::{self, Slots};
+use super::slots::{self, InstallPlan, Slots};
 use crate::error::{Code, Error};
 
 /// The appliance a node runs on.
@@ -92,6 +94,21 @@ pub fn admit(
     Ok(verified)
 }
 
+/// What installing `manifest` on `host` would do, writing nothing: the disk's checks (an A/B
+/// layout, a blessed running boot, verity kept) that [`install`] makes before its first write,
+/// so a request can be refused before it is recorded.
+pub fn plan(host: &Appliance, manifest: &Manifest) -> Result<(Slots, InstallPlan), Error> {
+    let slots = Slots::find(&disk::read_partitions(&host.disk)?)?;
+    let plan = slots::plan_install(
+        &slots,
+        &host.cmdline,
+        &host.esp.entries()?,
+        &manifest.version,
+        manifest.root_hash.as_deref(),
+    )?;
+    Ok((slots, plan))
+}
+
 /// Installs an appliance bundle into the other slot; see the module documentation.
 pub fn install(host: &Appliance, request: &Request<'_>) -> Result<Installed, Error> {
     let verified = admit(
@@ -101,13 +118,7 @@ pub fn install(host: &Appliance, request: &Request<'_>) -> Result<Installed, Err
         &host.arch,
         &host.records,
     )?;
-    let slots = Slots::find(&disk::read_partitions(&host.disk)?)?;
-    let plan = slots::plan_install(
-        &slots,
-        &host.cmdline,
-        &host.esp.entries()?,
-        &verified.manifest.version,
-    )?;
+    let (slots, plan) = plan(host, &verified.manifest)?;
     for file in &plan.remove {
         host.esp.remove(file)?;
     }
@@ -128,6 +139,11 @@ pub fn install(host: &Appliance, request: &Request<'_>) -> Result<Installed, Err
                 disk::write_partition(&host.disk, &target, &mut image, None).map(drop)
             }
             KERNEL_IMAGE => host.esp.write(&plan.kernel, reader).map(drop),
+            // Without hash partitions the entry boots unprotected: the tree is only checked.
+            ROOT_VERITY => plan.verity.as_ref().map_or(Ok(()), |hash| {
+                let size = verified.manifest.files[ROOT_VERITY].size;
+                disk::write_partition(&host.disk, hash, reader, Some(size)).map(drop)
+            }),
             other => Err(Error::new(
                 Code::Internal,
                 format!("no installer for bundle file {other}"),
@@ -158,8 +174,8 @@ pub fn install(host: &Appliance, request: &Request<'_>) -> Result<Installed, Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upgrade::bundle::tests::appliance_bundle;
-    use crate::upgrade::disk::tests::disk_image;
+    use crate::upgrade::bundle::tests::{appliance_bundle, verity_appliance_bundle};
+    use crate::upgrade::disk::tests::{disk_image, verity_disk_image};
     use crate::upgrade::slots::{BootEntry, Slot};
 
     struct Fixture {
@@ -170,9 +186,14 @@ mod tests {
 
     /// An A/B disk image whose slot A runs 1.0.0 with a blessed entry.
     fn fixture() -> Fixture {
+        fixture_on(disk_image)
+    }
+
+    /// [`fixture`] on the disk `make_disk` makes in the fixture's directory.
+    fn fixture_on(make_disk: fn(&Path) -> PathBuf) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_owned();
-        let disk = disk_image(&path);
+        let disk = make_disk(&path);
         let slots = Slots::find(&disk::read_partitions(&disk).unwrap()).unwrap();
         let a = slots.get(Slot::A).uuid.clone();
         let esp = Esp::at(&path.join("esp"));
@@ -256,6 +277,59 @@ mod tests {
         let (next, next_keys) = appliance_bundle(&f.dir, "1.2.0", &zstd(b"x"), b"k");
         let error = install(&on_trial, &request(&next, &next_keys)).unwrap_err();
         assert_eq!(error.details["reason"], "boot_not_blessed");
+    }
+
+    #[test]
+    fn a_verity_bundle_fills_the_slots_hash_partition_and_its_entry_names_the_root_hash() {
+        let f = fixture_on(verity_disk_image);
+        let root: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 241) as u8).collect();
+        let hash_device: Vec<u8> = (0..300_000u32).map(|i| (i % 199) as u8).collect();
+        let root_hash = "ef".repeat(32);
+        let (bundle, keys) = verity_appliance_bundle(
+            &f.dir,
+            "1.1.0",
+            &zstd(&root),
+            b"new kernel",
+            Some((&hash_device, &root_hash)),
+        );
+        install(&f.host, &request(&bundle, &keys)).unwrap();
+
+        let slots = Slots::find(&disk::read_partitions(&f.host.disk).unwrap()).unwrap();
+        let disk_bytes = std::fs::read(&f.host.disk).unwrap();
+        let at = |offset: u64, len: usize| {
+            let start = usize::try_from(offset).unwrap();
+            &disk_bytes[start..start + len]
+        };
+        assert_eq!(at(slots.get(Slot::B).offset, root.len()), &root[..]);
+        let hash_b = slots.verity(Slot::B).unwrap();
+        assert_eq!(at(hash_b.offset, hash_device.len()), &hash_device[..]);
+        let hash_a = slots.verity(Slot::A).unwrap();
+        assert!(
+            at(hash_a.offset, 4096).iter().all(|b| *b == 0),
+            "slot A's tree untouched"
+        );
+        let entry =
+            std::fs::read_to_string(f.host.esp.path("loader/entries/jaco-2-1.1.0+3.conf")).unwrap();
+        assert!(entry.contains(&format!(
+            "options root=/dev/mapper/root roothash={root_hash} \
+             systemd.verity_root_data=PARTUUID={} systemd.verity_root_hash=PARTUUID={} ro",
+            slots.get(Slot::B).uuid,
+            hash_b.uuid
+        )));
+    }
+
+    #[test]
+    fn a_bundle_without_a_hash_tree_is_refused_on_a_verity_disk_before_anything_is_written() {
+        let f = fixture_on(verity_disk_image);
+        let disk_before = std::fs::read(&f.host.disk).unwrap();
+        let entries_before = f.host.esp.entries().unwrap();
+        let (bundle, keys) = appliance_bundle(&f.dir, "1.1.0", &zstd(b"root"), b"k");
+        let error = install(&f.host, &request(&bundle, &keys)).unwrap_err();
+        assert_eq!(error.code, Code::ValidationFailed);
+        assert_eq!(error.details["reason"], "verity_required");
+        assert_eq!(std::fs::read(&f.host.disk).unwrap(), disk_before);
+        assert_eq!(f.host.esp.entries().unwrap(), entries_before);
+        assert_eq!(f.host.records.pending().unwrap(), None);
     }
 
     #[test]

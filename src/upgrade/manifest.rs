@@ -1,5 +1,6 @@
-//! The bundle manifest (`manifest.json`): version, min_version, arch and every payload file's
-//! SHA-256 and size, plus the parsing of the versions it names.
+//! The bundle manifest (`manifest.json`): version, min_version, arch, every payload file's
+//! SHA-256 and size and, for a verity-protected root, the root hash of its hash tree; plus the
+//! parsing of the versions it names.
 //!
 //! Role: the manifest's schema (closed: an unknown key is refused, so an older node never
 //! silently ignores a newer rule), its canonical bytes, and which kind of bundle a set of files
@@ -16,6 +17,9 @@ use crate::error::{Code, Error};
 pub const ROOT_IMAGE: &str = "root.img.zst";
 /// The unified kernel image of an appliance bundle.
 pub const KERNEL_IMAGE: &str = "kernel.efi";
+/// The dm-verity hash device of the root image (superblock + hash tree, `veritysetup format`),
+/// in a verity-protected appliance bundle.
+pub const ROOT_VERITY: &str = "root.verity";
 /// The binary of a plain-host bundle.
 pub const BINARY: &str = "jaco";
 /// Largest manifest a node reads (it lists a handful of files).
@@ -41,6 +45,11 @@ pub struct Manifest {
     pub min_version: String,
     /// The machine architecture (`x86_64`, `aarch64`), as `uname -m` names it.
     pub arch: String,
+    /// The dm-verity root hash of [`ROOT_VERITY`] (lowercase hex), present exactly when the
+    /// bundle carries that file. Signed with the rest: it is what the kernel checks every block
+    /// of the root against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_hash: Option<String>,
     /// Payload files by name.
     pub files: BTreeMap<String, FileEntry>,
 }
@@ -55,6 +64,17 @@ pub enum BundleKind {
 }
 
 impl Manifest {
+    /// A manifest with no files yet and no root hash.
+    pub fn new(version: &str, min_version: &str, arch: &str) -> Self {
+        Manifest {
+            version: version.to_owned(),
+            min_version: min_version.to_owned(),
+            arch: arch.to_owned(),
+            root_hash: None,
+            files: BTreeMap::new(),
+        }
+    }
+
     /// Parses and checks manifest bytes; every problem is `upgrade_verification_failed`
     /// (reason `manifest_invalid`) because the manifest is only read after its signature
     /// verified, so a bad one is a bad release.
@@ -120,19 +140,29 @@ impl Manifest {
         }
         let names: Vec<&str> = self.files.keys().map(String::as_str).collect();
         let appliance = [KERNEL_IMAGE, ROOT_IMAGE];
-        if names != appliance && names != [BINARY] {
+        let verity_appliance = [KERNEL_IMAGE, ROOT_IMAGE, ROOT_VERITY];
+        if names != appliance && names != verity_appliance && names != [BINARY] {
             return Err(invalid(format!(
-                "manifest files {names:?} are neither an appliance bundle ({appliance:?}) nor a \
-                 binary bundle ([{BINARY:?}])"
+                "manifest files {names:?} are neither an appliance bundle ({appliance:?}, \
+                 optionally with {ROOT_VERITY:?}) nor a binary bundle ([{BINARY:?}])"
             )));
         }
+        match (&self.root_hash, self.files.contains_key(ROOT_VERITY)) {
+            (Some(hash), true) if is_lower_hex(hash, 64) => {}
+            (Some(_), true) => {
+                return Err(invalid(
+                    "manifest root_hash is not 64 lowercase hex digits (SHA-256)".into(),
+                ));
+            }
+            (None, false) => {}
+            (Some(_), false) | (None, true) => {
+                return Err(invalid(format!(
+                    "manifest root_hash and the file {ROOT_VERITY} come together or not at all"
+                )));
+            }
+        }
         for (name, entry) in &self.files {
-            let hex_ok = entry.sha256.len() == 64
-                && entry
-                    .sha256
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
-            if !hex_ok {
+            if !is_lower_hex(&entry.sha256, 64) {
                 return Err(invalid(format!(
                     "manifest sha256 of {name} is not lowercase hex"
                 )));
@@ -140,6 +170,13 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+fn is_lower_hex(text: &str, len: usize) -> bool {
+    text.len() == len
+        && text
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
 }
 
 /// Parses a release version: semantic versioning without build metadata (`+` separates the
@@ -171,9 +208,7 @@ pub(crate) mod tests {
 
     pub(crate) fn manifest(version: &str, files: &[&str]) -> Manifest {
         Manifest {
-            version: version.into(),
-            min_version: "0.1.0".into(),
-            arch: "x86_64".into(),
+            root_hash: files.contains(&ROOT_VERITY).then(|| "cd".repeat(32)),
             files: files
                 .iter()
                 .map(|name| {
@@ -184,6 +219,7 @@ pub(crate) mod tests {
                     ((*name).to_owned(), entry)
                 })
                 .collect(),
+            ..Manifest::new(version, "0.1.0", "x86_64")
         }
     }
 
@@ -194,6 +230,12 @@ pub(crate) mod tests {
         assert_eq!(back, m);
         assert_eq!(back.kind(), BundleKind::Appliance);
         assert_eq!(manifest("1.0.0", &[BINARY]).kind(), BundleKind::Binary);
+        let verity = manifest("1.2.3", &[ROOT_IMAGE, KERNEL_IMAGE, ROOT_VERITY]);
+        let bytes = verity.to_bytes();
+        assert!(String::from_utf8_lossy(&bytes).contains(&"cd".repeat(32)));
+        assert_eq!(Manifest::parse(&bytes).unwrap(), verity);
+        // Without verity the key is left out, so older readers' bytes are unchanged.
+        assert!(!String::from_utf8_lossy(&m.to_bytes()).contains("root_hash"));
     }
 
     #[test]
@@ -214,6 +256,15 @@ pub(crate) mod tests {
         let mut upper = manifest("1.0.0", &[BINARY]);
         upper.files.get_mut(BINARY).unwrap().sha256 = "AB".repeat(32);
         cases.push(upper.to_bytes());
+        let mut hashless = manifest("1.0.0", &[ROOT_IMAGE, KERNEL_IMAGE, ROOT_VERITY]);
+        hashless.root_hash = None;
+        cases.push(hashless.to_bytes());
+        let mut treeless = manifest("1.0.0", &[ROOT_IMAGE, KERNEL_IMAGE]);
+        treeless.root_hash = Some("cd".repeat(32));
+        cases.push(treeless.to_bytes());
+        let mut short = manifest("1.0.0", &[ROOT_IMAGE, KERNEL_IMAGE, ROOT_VERITY]);
+        short.root_hash = Some("cd".repeat(16));
+        cases.push(short.to_bytes());
         let mut arch = manifest("1.0.0", &[BINARY]);
         arch.arch = "x86/64".into();
         cases.push(arch.to_bytes());

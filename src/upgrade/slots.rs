@@ -1,9 +1,13 @@
 //! A/B slot and boot-entry decisions (SPEC §9.3), as functions of values.
 //!
-//! The appliance disk has two root partitions labelled `root-a` and `root-b` of equal size. A
-//! slot boots through a systemd-boot Type #1 entry `loader/entries/jaco-<generation>-<version>
-//! [+<left>[-<done>]].conf` that names its kernel image (`efi`) and its root partition
-//! (`options … root=PARTUUID=<uuid> …`); the `+left-done` boot counter is systemd's boot
+//! The appliance disk has two root partitions labelled `root-a` and `root-b` of equal size and,
+//! on a verity-protected disk, one dm-verity hash partition for each (`root-a-verity`,
+//! `root-b-verity`). A slot boots through a systemd-boot Type #1 entry
+//! `loader/entries/jaco-<generation>-<version>[+<left>[-<done>]].conf` that names its kernel
+//! image (`efi`) and its root partition (`options … root=PARTUUID=<uuid> …`, or with verity
+//! `root=/dev/mapper/root roothash=<hash> systemd.verity_root_data=PARTUUID=<uuid>
+//! systemd.verity_root_hash=PARTUUID=<hash partition> …`, which the initrd's
+//! systemd-veritysetup-generator turns into a checked device); the `+left-done` boot counter is systemd's boot
 //! assessment (an entry with a counter is on trial; `+0-…` is bad and sorted last;
 //! `systemd-bless-boot` removes the counter once the boot is good). The highest `version`
 //! (generation) boots first, so the newest install wins even when it is a forced downgrade.
@@ -36,6 +40,14 @@ impl Slot {
         match self {
             Slot::A => "root-a",
             Slot::B => "root-b",
+        }
+    }
+
+    /// The GPT label of the slot's dm-verity hash partition.
+    pub fn verity_label(self) -> &'static str {
+        match self {
+            Slot::A => "root-a-verity",
+            Slot::B => "root-b-verity",
         }
     }
 
@@ -74,38 +86,50 @@ pub struct Partition {
 pub struct Slots {
     a: Partition,
     b: Partition,
+    /// The hash partitions of slots A and B, on a verity-protected disk.
+    verity: Option<(Partition, Partition)>,
 }
 
 impl Slots {
-    /// Finds `root-a` and `root-b`; `internal` (`reason: no_ab_slots`) unless both exist once,
+    /// Finds `root-a` and `root-b` and, if the disk has them, `root-a-verity` and
+    /// `root-b-verity`; `internal` (`reason: no_ab_slots`) unless each pair exists once each,
     /// with equal sizes.
     pub fn find(partitions: &[Partition]) -> Result<Slots, Error> {
-        let one = |slot: Slot| {
-            let mut found = partitions.iter().filter(|p| p.label == slot.label());
+        let not_ab =
+            |message: String| Error::new(Code::Internal, message).with("reason", "no_ab_slots");
+        let labelled = |label: &str| -> Result<Option<Partition>, Error> {
+            let mut found = partitions.iter().filter(|p| p.label == label);
             match (found.next(), found.next()) {
-                (Some(p), None) => Ok(p.clone()),
-                _ => Err(Error::new(
-                    Code::Internal,
-                    format!(
-                        "the disk has no single partition labelled {} (not an A/B appliance disk)",
-                        slot.label()
-                    ),
-                )
-                .with("reason", "no_ab_slots")),
+                (found, None) => Ok(found.cloned()),
+                _ => Err(not_ab(format!(
+                    "the disk has two partitions labelled {label}"
+                ))),
             }
         };
-        let (a, b) = (one(Slot::A)?, one(Slot::B)?);
-        if a.size != b.size {
-            return Err(Error::new(
-                Code::Internal,
-                format!(
-                    "slot sizes differ: root-a {} bytes, root-b {} bytes",
-                    a.size, b.size
-                ),
+        let pair = |a: Slot, b: Slot, label: fn(Slot) -> &'static str| match (
+            labelled(label(a))?,
+            labelled(label(b))?,
+        ) {
+            (Some(pa), Some(pb)) if pa.size == pb.size => Ok(Some((pa, pb))),
+            (Some(pa), Some(pb)) => Err(not_ab(format!(
+                "partition sizes differ: {} {} bytes, {} {} bytes",
+                pa.label, pa.size, pb.label, pb.size
+            ))),
+            (None, None) => Ok(None),
+            (Some(_), None) | (None, Some(_)) => Err(not_ab(format!(
+                "the disk has only one of {} and {}",
+                label(a),
+                label(b)
+            ))),
+        };
+        let (a, b) = pair(Slot::A, Slot::B, Slot::label)?.ok_or_else(|| {
+            not_ab(
+                "the disk has no partitions labelled root-a and root-b (not an A/B appliance disk)"
+                    .into(),
             )
-            .with("reason", "no_ab_slots"));
-        }
-        Ok(Slots { a, b })
+        })?;
+        let verity = pair(Slot::A, Slot::B, Slot::verity_label)?;
+        Ok(Slots { a, b, verity })
     }
 
     /// The partition of `slot`.
@@ -114,6 +138,14 @@ impl Slots {
             Slot::A => &self.a,
             Slot::B => &self.b,
         }
+    }
+
+    /// The dm-verity hash partition of `slot`, on a verity-protected disk.
+    pub fn verity(&self, slot: Slot) -> Option<&Partition> {
+        self.verity.as_ref().map(|(a, b)| match slot {
+            Slot::A => a,
+            Slot::B => b,
+        })
     }
 
     /// The slot whose partition a `root=` value names (`PARTUUID=…` or `PARTLABEL=…`).
@@ -129,9 +161,9 @@ impl Slots {
         })
     }
 
-    /// The running slot, from the kernel command line's `root=`.
+    /// The running slot, from the kernel command line ([`slot_arg`]).
     pub fn running(&self, cmdline: &str) -> Result<Slot, Error> {
-        root_arg(cmdline)
+        slot_arg(cmdline)
             .and_then(|root| self.named_by(root))
             .ok_or_else(|| {
                 Error::new(
@@ -146,23 +178,56 @@ impl Slots {
     }
 }
 
-/// The value of the last `root=` argument of a kernel command line.
-pub fn root_arg(cmdline: &str) -> Option<&str> {
+/// The value of the last `key` argument (`key` ends in `=`) of a kernel command line.
+fn last_arg<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
     cmdline
         .split_whitespace()
-        .filter_map(|arg| arg.strip_prefix("root="))
+        .filter_map(|arg| arg.strip_prefix(key))
         .next_back()
 }
 
-/// `cmdline` with its `root=` arguments replaced by one naming `partition`.
-pub fn with_root(cmdline: &str, partition: &Partition) -> String {
-    let mut args: Vec<String> = cmdline
-        .split_whitespace()
-        .filter(|arg| !arg.starts_with("root=") && !arg.starts_with("BOOT_IMAGE="))
-        .map(str::to_owned)
-        .collect();
-    args.insert(0, format!("root=PARTUUID={}", partition.uuid));
+/// What names the partition a kernel command line boots from (`PARTUUID=…`/`PARTLABEL=…`):
+/// `systemd.verity_root_data=` when the root is verity-protected (`root=` then names the mapped
+/// device), `root=` otherwise.
+pub fn slot_arg(cmdline: &str) -> Option<&str> {
+    last_arg(cmdline, "systemd.verity_root_data=").or_else(|| last_arg(cmdline, "root="))
+}
+
+/// The arguments that say where the root comes from; an entry's options replace them all.
+const ROOT_ARGS: [&str; 6] = [
+    "root=",
+    "BOOT_IMAGE=",
+    "roothash=",
+    "systemd.verity=",
+    "systemd.verity_root_data=",
+    "systemd.verity_root_hash=",
+];
+
+/// `cmdline` with its root arguments replaced by ones naming `root`: directly, or through
+/// dm-verity with `verity` = (the hash partition, the root hash).
+pub fn slot_options(cmdline: &str, root: &Partition, verity: Option<(&Partition, &str)>) -> String {
+    let mut args: Vec<String> = match verity {
+        None => vec![format!("root=PARTUUID={}", root.uuid)],
+        Some((hash, root_hash)) => vec![
+            "root=/dev/mapper/root".to_owned(),
+            format!("roothash={root_hash}"),
+            format!("systemd.verity_root_data=PARTUUID={}", root.uuid),
+            format!("systemd.verity_root_hash=PARTUUID={}", hash.uuid),
+        ],
+    };
+    args.extend(
+        cmdline
+            .split_whitespace()
+            .filter(|arg| !ROOT_ARGS.iter().any(|key| arg.starts_with(key)))
+            .map(str::to_owned),
+    );
     args.join(" ")
+}
+
+/// Whether a kernel command line boots its root through dm-verity (a `roothash=` whose device
+/// the initrd must set up, or the boot does not get past it).
+pub fn verity_protected(cmdline: &str) -> bool {
+    last_arg(cmdline, "roothash=").is_some_and(|hash| !hash.is_empty())
 }
 
 /// A jaco boot entry on the ESP.
@@ -176,7 +241,8 @@ pub struct BootEntry {
     pub version: String,
     /// Boot counter: (tries left, tries done); `None` = blessed.
     pub counter: Option<(u32, u32)>,
-    /// The `root=PARTUUID=` or `PARTLABEL=` value of its options, if any.
+    /// The `PARTUUID=` or `PARTLABEL=` naming its root partition ([`slot_arg`] of its
+    /// options), if any.
     pub root: Option<String>,
     /// Its kernel image path on the ESP (`efi` key), without the leading `/`.
     pub kernel: Option<String>,
@@ -208,7 +274,7 @@ impl BootEntry {
                 .split_once(char::is_whitespace)
                 .unwrap_or((line, ""));
             match key {
-                "options" => entry.root = root_arg(value).map(str::to_owned),
+                "options" => entry.root = slot_arg(value).map(str::to_owned),
                 "efi" => entry.kernel = Some(value.trim().trim_start_matches('/').to_owned()),
                 _ => {}
             }
@@ -232,6 +298,9 @@ pub struct InstallPlan {
     /// ESP files to delete before the slot is written (entries and kernels of the target
     /// slot's previous version), so a half-written slot is never bootable.
     pub remove: Vec<String>,
+    /// The target slot's hash partition, when the entry boots it through dm-verity: the
+    /// bundle's hash device goes there.
+    pub verity: Option<Partition>,
     /// ESP path of the new kernel image.
     pub kernel: String,
     /// ESP path of the new entry (with `+3`).
@@ -240,19 +309,39 @@ pub struct InstallPlan {
     pub entry_text: String,
 }
 
-/// Plans installing `version` from a system running with `cmdline` and boot `entries`.
+/// Plans installing `version` (with its dm-verity `root_hash`, if the bundle has one) from a
+/// system running with `cmdline` and boot `entries`.
 ///
 /// Refuses with `upgrade_in_progress` (`reason: boot_not_blessed`) while the running slot's
 /// entry still carries a boot counter: that boot is on trial, and the other slot is its
-/// fallback, which must not be overwritten.
+/// fallback, which must not be overwritten. Refuses with `validation_failed` (`reason:
+/// verity_required`) a bundle without a root hash on a disk with hash partitions: installing
+/// it would silently drop the root's integrity protection. A bundle with a root hash on a disk
+/// without hash partitions (built before verity) installs unprotected, as that disk boots.
 pub fn plan_install(
     slots: &Slots,
     cmdline: &str,
     entries: &[BootEntry],
     version: &str,
+    root_hash: Option<&str>,
 ) -> Result<InstallPlan, Error> {
     let running = slots.running(cmdline)?;
     let target = running.other();
+    let verity = match (slots.verity(target), root_hash) {
+        (Some(hash), Some(root_hash)) => Some((hash, root_hash)),
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(Error::new(
+                Code::ValidationFailed,
+                format!(
+                    "this disk's root slots are dm-verity protected and bundle {version} carries \
+                     no verity hash tree (manifest root_hash); build it with image/build.sh"
+                ),
+            )
+            .with("reason", "verity_required")
+            .with("version", version));
+        }
+    };
     let of = |slot: Slot| {
         entries
             .iter()
@@ -298,12 +387,13 @@ pub fn plan_install(
     let entry_text = format!(
         "title jaco {version} (slot {slot})\nsort-key jaco\nversion {generation}\nefi /{kernel}\noptions {options}\n",
         slot = target.name(),
-        options = with_root(cmdline, slots.get(target)),
+        options = slot_options(cmdline, slots.get(target), verity),
     );
     Ok(InstallPlan {
         running,
         target,
         remove,
+        verity: verity.map(|(hash, _)| hash.clone()),
         kernel,
         entry: format!("{ENTRIES_DIR}/{id}+{BOOT_TRIES}.conf"),
         entry_text,
@@ -317,19 +407,36 @@ pub(crate) mod tests {
     pub(crate) const UUID_A: &str = "0c3d7c3a-35a3-4b0e-9a57-31f4f0c0a0aa";
     pub(crate) const UUID_B: &str = "7f0e5a4c-8a3b-4f38-8d4c-5b0f9e1d0bbb";
 
-    pub(crate) fn slots() -> Slots {
-        let part = |label: &str, uuid: &str, offset| Partition {
+    const UUID_A_VERITY: &str = "aaaaaaaa-35a3-4b0e-9a57-31f4f0c0a0aa";
+    const UUID_B_VERITY: &str = "bbbbbbbb-8a3b-4f38-8d4c-5b0f9e1d0bbb";
+    const ROOT_HASH: &str = "5c1b0b8f9e4d3a2c1b0a99887766554433221100ffeeddccbbaa998877665544";
+
+    fn part(label: &str, uuid: &str, offset: u64) -> Partition {
+        Partition {
             label: label.into(),
             uuid: uuid.into(),
             offset,
             size: 1 << 20,
-        };
-        Slots::find(&[
+        }
+    }
+
+    fn partitions() -> Vec<Partition> {
+        vec![
             part("esp", "11111111-1111-1111-1111-111111111111", 1 << 20),
             part("root-a", UUID_A, 2 << 20),
             part("root-b", UUID_B, 3 << 20),
-        ])
-        .unwrap()
+        ]
+    }
+
+    pub(crate) fn slots() -> Slots {
+        Slots::find(&partitions()).unwrap()
+    }
+
+    fn verity_slots() -> Slots {
+        let mut partitions = partitions();
+        partitions.push(part("root-a-verity", UUID_A_VERITY, 4 << 20));
+        partitions.push(part("root-b-verity", UUID_B_VERITY, 5 << 20));
+        Slots::find(&partitions).unwrap()
     }
 
     fn entry(file_name: &str, root_uuid: &str, kernel: &str) -> BootEntry {
@@ -356,6 +463,81 @@ pub(crate) mod tests {
         let mut uneven = s.get(Slot::B).clone();
         uneven.size += 512;
         assert!(Slots::find(&[s.get(Slot::A).clone(), uneven]).is_err());
+        assert_eq!(s.verity(Slot::A), None);
+        // Half a verity pair is not a disk the updater understands.
+        let mut half = partitions();
+        half.push(part("root-a-verity", UUID_A_VERITY, 4 << 20));
+        let error = Slots::find(&half).unwrap_err();
+        assert_eq!(error.details["reason"], "no_ab_slots");
+    }
+
+    #[test]
+    fn a_verity_root_names_its_slot_through_the_verity_data_argument() {
+        let s = verity_slots();
+        assert_eq!(s.verity(Slot::B).unwrap().uuid, UUID_B_VERITY);
+        let cmdline = format!(
+            "root=/dev/mapper/root roothash={ROOT_HASH} systemd.verity_root_data=PARTUUID={UUID_B} \
+             systemd.verity_root_hash=PARTUUID={UUID_B_VERITY} ro console=ttyS0"
+        );
+        assert_eq!(s.running(&cmdline).unwrap(), Slot::B);
+        assert!(verity_protected(&cmdline));
+        assert!(!verity_protected(CMDLINE_A));
+        let error = s.running("root=/dev/mapper/root ro").unwrap_err();
+        assert_eq!(error.details["reason"], "unknown_running_slot");
+    }
+
+    #[test]
+    fn on_a_verity_disk_the_new_entry_boots_the_slot_through_its_hash_partition() {
+        let s = verity_slots();
+        let entries = [entry("jaco-1-1.0.0.conf", UUID_A, "EFI/jaco/a.efi")];
+        let plan = plan_install(&s, CMDLINE_A, &entries, "1.2.0", Some(ROOT_HASH)).unwrap();
+        assert_eq!(plan.target, Slot::B);
+        assert_eq!(plan.verity.as_ref().unwrap().label, "root-b-verity");
+        let options = plan.entry_text.lines().last().unwrap();
+        assert_eq!(
+            options,
+            format!(
+                "options root=/dev/mapper/root roothash={ROOT_HASH} \
+                 systemd.verity_root_data=PARTUUID={UUID_B} \
+                 systemd.verity_root_hash=PARTUUID={UUID_B_VERITY} ro console=ttyS0 quiet"
+            )
+        );
+        let back = BootEntry::parse("jaco-2-1.2.0+3.conf", &plan.entry_text).unwrap();
+        assert_eq!(s.named_by(back.root.as_deref().unwrap()), Some(Slot::B));
+
+        // From that verity boot, the next install replaces every root argument, none doubled.
+        let running_b = options.strip_prefix("options ").unwrap();
+        let entries = [
+            entries[0].clone(),
+            BootEntry::parse("jaco-2-1.2.0.conf", &plan.entry_text).unwrap(),
+        ];
+        let next = plan_install(&s, running_b, &entries, "1.3.0", Some(&"ab".repeat(32))).unwrap();
+        assert_eq!(next.target, Slot::A);
+        let options = next.entry_text.lines().last().unwrap();
+        assert_eq!(options.matches("roothash=").count(), 1);
+        assert_eq!(options.matches("root=").count(), 1);
+        assert!(options.contains(&format!("systemd.verity_root_data=PARTUUID={UUID_A} ")));
+        assert!(options.contains(&format!(
+            "systemd.verity_root_hash=PARTUUID={UUID_A_VERITY} "
+        )));
+        assert!(!options.contains(ROOT_HASH));
+
+        // A bundle without a hash tree would drop the protection: refused, nothing planned.
+        let error = plan_install(&s, CMDLINE_A, &entries[..1], "1.2.0", None).unwrap_err();
+        assert_eq!(error.code, Code::ValidationFailed);
+        assert_eq!(error.details["reason"], "verity_required");
+    }
+
+    #[test]
+    fn a_verity_bundle_on_a_disk_without_hash_partitions_installs_unprotected() {
+        let entries = [entry("jaco-1-1.0.0.conf", UUID_A, "EFI/jaco/a.efi")];
+        let plan = plan_install(&slots(), CMDLINE_A, &entries, "1.2.0", Some(ROOT_HASH)).unwrap();
+        assert_eq!(plan.verity, None);
+        assert!(
+            plan.entry_text
+                .contains(&format!("options root=PARTUUID={UUID_B} ro"))
+        );
+        assert!(!plan.entry_text.contains("roothash"));
     }
 
     #[test]
@@ -389,7 +571,7 @@ pub(crate) mod tests {
             entry("jaco-1-1.0.0.conf", UUID_A, "EFI/jaco/jaco-1-1.0.0.efi"),
             entry("jaco-2-1.1.0+0-3.conf", UUID_B, "EFI/jaco/jaco-2-1.1.0.efi"),
         ];
-        let plan = plan_install(&s, CMDLINE_A, &entries, "1.2.0").unwrap();
+        let plan = plan_install(&s, CMDLINE_A, &entries, "1.2.0", None).unwrap();
         assert_eq!((plan.running, plan.target), (Slot::A, Slot::B));
         assert_eq!(
             plan.remove,
@@ -420,7 +602,7 @@ pub(crate) mod tests {
             entry("jaco-1-1.0.0.conf", UUID_A, "EFI/jaco/a.efi"),
             entry("jaco-2-1.1.0+2-1.conf", UUID_B, "EFI/jaco/b.efi"),
         ];
-        let error = plan_install(&s, &cmdline_b, &entries, "1.2.0").unwrap_err();
+        let error = plan_install(&s, &cmdline_b, &entries, "1.2.0", None).unwrap_err();
         assert_eq!(error.code, Code::UpgradeInProgress);
         assert_eq!(error.details["reason"], "boot_not_blessed");
         // Blessed (counter removed): slot A may be replaced now, and its kernel goes too.
@@ -428,14 +610,14 @@ pub(crate) mod tests {
             entries[0].clone(),
             entry("jaco-2-1.1.0.conf", UUID_B, "EFI/jaco/b.efi"),
         ];
-        let plan = plan_install(&s, &cmdline_b, &entries, "1.2.0").unwrap();
+        let plan = plan_install(&s, &cmdline_b, &entries, "1.2.0", None).unwrap();
         assert_eq!(plan.target, Slot::A);
         assert_eq!(
             plan.remove,
             ["loader/entries/jaco-1-1.0.0.conf", "EFI/jaco/a.efi"]
         );
         // No entry for the running slot: nothing proves it blessed.
-        let error = plan_install(&s, &cmdline_b, &entries[..1], "1.2.0").unwrap_err();
+        let error = plan_install(&s, &cmdline_b, &entries[..1], "1.2.0", None).unwrap_err();
         assert_eq!(error.details["reason"], "no_running_entry");
     }
 }
