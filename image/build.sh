@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Role: the one command that builds the jaco appliance: installs the host tools if missing
 # (setup-host.sh), builds the jaco release binary unless --jaco-bin is given, runs mkosi, then
-# edits the image's ESP offline with mtools (UKI moved to /EFI/jaco/, systemd-boot Type #1
-# entry, loader.conf) and extracts the upgrade payload (root.img.zst, kernel.efi) into
-# image/out/; when `jaco upgrade bundle create` exists, it also makes the signed bundle.
+# computes slot A's dm-verity hash tree (veritysetup, on plain files) into root-a-verity, edits
+# the image's ESP offline with mtools (UKI moved to /EFI/jaco/, systemd-boot Type #1 entry
+# naming the root hash, loader.conf) and extracts the upgrade payload (root.img.zst,
+# root.verity, kernel.efi) into image/out/; then makes the signed bundle.
 # It must not mount anything on the host (no vfat, no loop partitions here), must not write
 # a mirror host into the repository (the apt sources are generated from the host's own into
 # the ignored mkosi.pkgmngr/), and must not leave a half-written image under its final name.
@@ -181,8 +182,51 @@ roota_start=$(part_field root-a start)
 roota_size=$(part_field root-a size)
 rootb_size=$(part_field root-b size)
 roota_uuid=$(part_field root-a uuid | tr '[:upper:]' '[:lower:]')
+hasha_start=$(part_field root-a-verity start)
+hasha_size=$(part_field root-a-verity size)
+hashb_size=$(part_field root-b-verity size)
+hasha_uuid=$(part_field root-a-verity uuid | tr '[:upper:]' '[:lower:]')
 part_field var start >/dev/null
 [[ "$roota_size" -eq "$rootb_size" ]] || die "root-a ($roota_size) and root-b ($rootb_size) sectors differ"
+[[ "$hasha_size" -eq "$hashb_size" ]] || die "root-a-verity ($hasha_size) and root-b-verity ($hashb_size) sectors differ"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/jaco-image-build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+# --- upgrade payload and dm-verity -------------------------------------------------------------
+# Only the erofs file system's own blocks (superblock at +1024: blkszbits at +12, blocks at
+# +36, little endian): the rest of the slot is never read, so an install need not write it, and
+# the hash tree covers exactly these blocks (its superblock records how many).
+fs_bytes=$(python3 - "$tmp_raw" "$((roota_start * sector))" <<'PY'
+import struct, sys
+with open(sys.argv[1], "rb") as f:
+    f.seek(int(sys.argv[2]) + 1024)
+    sb = f.read(64)
+magic, = struct.unpack_from("<I", sb, 0)
+if magic != 0xE0F5E1E2:
+    sys.exit(f"root-a does not start with an erofs superblock (magic {magic:#x})")
+print(struct.unpack_from("<I", sb, 36)[0] << sb[12])
+PY
+)
+(( fs_bytes % 4096 == 0 )) || die "erofs size $fs_bytes is not a whole number of 4 KiB verity data blocks"
+fs_sectors=$(( fs_bytes / sector ))
+[[ "$fs_sectors" -le "$roota_size" ]] || die "erofs claims $fs_bytes bytes, more than its slot"
+dd if="$tmp_raw" bs="$sector" skip="$roota_start" count="$fs_sectors" of="$work/root.img" status=none
+# veritysetup computes in user space on plain files (no device-mapper needed here); the hash
+# device starts with a verity superblock, so the entry only needs the root hash.
+veritysetup format --root-hash-file="$work/root-hash" "$work/root.img" "$work/root.verity" >/dev/null
+root_hash=$(tr -d '[:space:]' <"$work/root-hash")
+[[ "$root_hash" =~ ^[0-9a-f]{64}$ ]] || die "veritysetup gave no SHA-256 root hash: '$root_hash'"
+veritysetup verify "$work/root.img" "$work/root.verity" "$root_hash" ||
+    die "the hash tree does not verify against root-a"
+verity_bytes=$(stat -c %s "$work/root.verity")
+(( verity_bytes <= hasha_size * sector )) || die "hash tree ($verity_bytes bytes) exceeds root-a-verity"
+dd if="$work/root.verity" of="$tmp_raw" bs="$sector" seek="$hasha_start" conv=notrunc status=none
+log "dm-verity: root hash $root_hash, hash tree $((verity_bytes / 1024)) KiB in root-a-verity"
+log "payload: root.img.zst ($((fs_bytes / 1048576)) MiB erofs in a $((roota_size * sector / 1048576)) MiB slot), root.verity, kernel.efi"
+zstd -q -T0 -9 -f "$work/root.img" -o "$out/root.img.zst.tmp"
+mv -f "$out/root.img.zst.tmp" "$out/root.img.zst"
+cp -f "$work/root.verity" "$out/root.verity"
 
 # --- ESP: UKI to /EFI/jaco/, Type #1 entry, loader.conf (offline, mtools) ---------------------
 img="$tmp_raw@@$esp_off"
@@ -198,18 +242,17 @@ done
 mmd -i "$img" ::/EFI/jaco 2>/dev/null || true
 mmove -i "$img" "::/$uki_path" "::/EFI/jaco/jaco-$version.efi"
 
-# The UKI's embedded command line, minus root=, is the rest of the entry's options.
-work=$(mktemp -d "${TMPDIR:-/tmp}/jaco-image-build.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+# The UKI's embedded command line, minus its root arguments, is the rest of the entry's options;
+# the root comes from slot A through dm-verity (the updater writes the same shape for slot B).
 mcopy -n -i "$img" "::/EFI/jaco/jaco-$version.efi" "$work/kernel.efi"
 objcopy -O binary --only-section=.cmdline "$work/kernel.efi" "$work/cmdline"
-cmdline=$(tr -d '\0' <"$work/cmdline" | tr '\n' ' ' | sed -E 's/(^| )root=[^ ]*//g; s/(^| )(ro|rw)( |$)/ /g; s/  +/ /g; s/^ //; s/ $//')
+cmdline=$(tr -d '\0' <"$work/cmdline" | tr '\n' ' ' | sed -E 's/(^| )(root|roothash|usrhash|systemd\.verity[a-z_]*)=[^ ]*//g; s/(^| )(ro|rw)( |$)/ /g; s/  +/ /g; s/^ //; s/ $//')
 cat >"$work/entry.conf" <<ENTRY
 title jaco $version (slot a)
 sort-key jaco
 version 1
 efi /EFI/jaco/jaco-$version.efi
-options root=PARTUUID=$roota_uuid ro $cmdline
+options root=/dev/mapper/root roothash=$root_hash systemd.verity_root_data=PARTUUID=$roota_uuid systemd.verity_root_hash=PARTUUID=$hasha_uuid ro $cmdline
 ENTRY
 cat >"$work/loader.conf" <<'LOADER'
 timeout 0
@@ -221,34 +264,14 @@ LOADER
 mmd -i "$img" ::/loader/entries 2>/dev/null || true
 mcopy -o -i "$img" "$work/entry.conf" "::/loader/entries/jaco-1-$version.conf"
 mcopy -o -i "$img" "$work/loader.conf" "::/loader/loader.conf"
-log "ESP: /EFI/jaco/jaco-$version.efi, /loader/entries/jaco-1-$version.conf (root=PARTUUID=$roota_uuid)"
+log "ESP: /EFI/jaco/jaco-$version.efi, /loader/entries/jaco-1-$version.conf (root-a $roota_uuid through dm-verity)"
 
-# --- upgrade payload -------------------------------------------------------------------------
-# Only the erofs file system's own blocks (superblock at +1024: blkszbits at +12, blocks at
-# +36, little endian): the rest of the slot is never read, so an install need not write it.
-fs_bytes=$(python3 - "$tmp_raw" "$((roota_start * sector))" <<'PY'
-import struct, sys
-with open(sys.argv[1], "rb") as f:
-    f.seek(int(sys.argv[2]) + 1024)
-    sb = f.read(64)
-magic, = struct.unpack_from("<I", sb, 0)
-if magic != 0xE0F5E1E2:
-    sys.exit(f"root-a does not start with an erofs superblock (magic {magic:#x})")
-print(struct.unpack_from("<I", sb, 36)[0] << sb[12])
-PY
-)
-fs_sectors=$(( (fs_bytes + sector - 1) / sector ))
-[[ "$fs_sectors" -le "$roota_size" ]] || die "erofs claims $fs_bytes bytes, more than its slot"
-log "payload: root.img.zst ($((fs_bytes / 1048576)) MiB erofs in a $((roota_size * sector / 1048576)) MiB slot), kernel.efi"
-dd if="$tmp_raw" bs="$sector" skip="$roota_start" count="$fs_sectors" status=none \
-    | zstd -q -T0 -9 -f -o "$out/root.img.zst.tmp"
-mv -f "$out/root.img.zst.tmp" "$out/root.img.zst"
 cp -f "$work/kernel.efi" "$out/kernel.efi"
 mv -f "$tmp_raw" "$raw"
 # mkosi's other outputs (split kernel, initrd, UKI copy, symlink) are not deliverables.
 rm -f "$out/jaco_$version" "$out/jaco_$version".{efi,initrd,vmlinuz}
 
-if "$jaco_bin" upgrade bundle create --help 2>/dev/null | grep -q -- '--kernel'; then
+if "$jaco_bin" upgrade bundle create --help 2>/dev/null | grep -q -- '--verity'; then
     key=${sign_key:-$test_key_dir/ci.key}
     [[ -f "$key" ]] || die "signing key $key does not exist"
     [[ -n "$sign_key" ]] || log "WARNING: no --sign-key: the bundle is signed with the CI TEST key"
@@ -258,14 +281,15 @@ if "$jaco_bin" upgrade bundle create --help 2>/dev/null | grep -q -- '--kernel';
         ${min_version:+--min-version "$min_version"} \
         ${password_file:+--password-file "$password_file"} \
         --key "$key" --root "$out/root.img.zst" --kernel "$out/kernel.efi" \
+        --verity "$out/root.verity" --root-hash "$root_hash" \
         --out "$bundle.tmp"
     mv -f "$bundle.tmp" "$bundle"
     # The image must accept its own bundle: verify it against the keys the image trusts.
     "$jaco_bin" upgrade bundle verify --keys "$tree/usr/lib/jaco/keys" "$bundle" >&2 ||
         die "the bundle does not verify against the image's trusted keys"
 else
-    log "no 'jaco upgrade bundle create' in this jaco yet: stopping at root.img.zst and kernel.efi"
+    log "no 'jaco upgrade bundle create --verity' in this jaco: stopping at root.img.zst, root.verity and kernel.efi"
 fi
 
-ls -l "$raw" "$out/root.img.zst" "$out/kernel.efi" "$out"/*.bundle >&2 2>/dev/null || true
+ls -l "$raw" "$out/root.img.zst" "$out/root.verity" "$out/kernel.efi" "$out"/*.bundle >&2 2>/dev/null || true
 log "done in $((SECONDS - start)) s: $raw"

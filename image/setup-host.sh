@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Role: installs the host tools that image/build.sh and testvm/vm.sh need (mkosi 24 and
-# systemd-repart 254 from bookworm-backports, mtools, erofs-utils, qemu, OVMF, xorriso, ...).
+# systemd-repart 254 from bookworm-backports, mtools, erofs-utils, veritysetup, qemu, OVMF, ...).
 # It adds the bookworm-backports suite to apt by reusing the mirror URI the machine's own apt
 # sources already name. It must not write any mirror host into the repository, must not
 # remove or replace the machine's existing apt sources, and must not run apt-get update with
@@ -22,7 +22,7 @@ have_tools() {
     rv="$(systemd-repart --version 2>/dev/null | awk 'NR==1{print $2}')"
     [[ "${rv:-0}" -ge 254 ]] 2>/dev/null || return 1
     local t
-    for t in bootctl mcopy mkfs.fat mkfs.erofs mkfs.ext4 zstd qemu-system-x86_64 xorriso qemu-img sfdisk bwrap; do
+    for t in bootctl mcopy mkfs.fat mkfs.erofs mkfs.ext4 zstd veritysetup qemu-system-x86_64 xorriso qemu-img sfdisk bwrap; do
         command -v "$t" >/dev/null 2>&1 || return 1
     done
     /usr/bin/python3 -c "import pefile" 2>/dev/null || return 1
@@ -77,7 +77,7 @@ apt-get update -q
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     -t bookworm-backports mkosi systemd systemd-boot qemu-system-x86 qemu-utils
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    mtools dosfstools erofs-utils e2fsprogs zstd ovmf xorriso \
+    mtools dosfstools erofs-utils e2fsprogs zstd cryptsetup-bin ovmf xorriso \
     bubblewrap fdisk debian-archive-keyring apt dpkg-dev python3 cpio kmod squashfs-tools binutils python3-pefile
 have_tools || { log "tools still missing after install"; exit 1; }
 log "tools installed: mkosi $(mkosi --version | awk '{print $2}'), systemd-repart $(systemd-repart --version | awk 'NR==1{print $2}')"

@@ -247,6 +247,8 @@ say "probe started"
 JOURNAL_LINES=30
 say "cmdline $(cat /proc/cmdline)"
 say "mount-root $(findmnt -no FSTYPE,OPTIONS /)"
+rootdev=$(readlink -f "$(findmnt -no SOURCE /)")
+say "root-dm ${rootdev##*/} $(cat "/sys/class/block/${rootdev##*/}/dm/name" 2>/dev/null || echo -) $(cat "/sys/class/block/${rootdev##*/}/dm/uuid" 2>/dev/null || echo -)"
 say "mount-var $(findmnt -no SOURCE,FSTYPE /var) $(df -B1M --output=size /var | tail -n1 | tr -d ' ')MiB"
 say "mount-efi $(findmnt -no FSTYPE,OPTIONS /efi)"
 say "machine-id $(cat /etc/machine-id) $(findmnt -no FSTYPE /etc/machine-id)"
@@ -409,6 +411,9 @@ def _scenario_boot(image, args, bootstrap, jaco, seed_dir):
         problems = []
         if not re.search(r"erofs\s+ro\b", report.get("mount-root", "")):
             problems.append(f"root not read-only erofs: {report.get('mount-root')}")
+        # The root is the device-mapper device systemd-veritysetup made in the initrd.
+        if not re.match(r"dm-\d+ root CRYPT-VERITY-", report.get("root-dm", "")):
+            problems.append(f"root not a dm-verity device: {report.get('root-dm')}")
         var = report.get("mount-var", "")
         m = re.search(r"(\d+)MiB", var)
         if "ext4" not in var or not m or int(m.group(1)) < 2048:
@@ -535,17 +540,24 @@ def overlay_writes(overlay, start, length):
 
 
 def tampered_bundles(jaco, good, work):
-    """(d): the good bundle re-signed by a stranger's key, and one with a flipped payload byte."""
+    """(d): the good bundle re-signed by a stranger's key, one with a flipped payload byte, and
+    its payload without the dm-verity hash tree, signed with the CI test key the image trusts."""
     payload = os.path.join(work, "payload")
     os.makedirs(payload)
     run(["tar", "-xf", good, "-C", payload])
     manifest = json.load(open(os.path.join(payload, "manifest.json")))
+    if not manifest.get("root_hash"):
+        raise Failed(f"{good} carries no dm-verity root hash: rebuild it with image/build.sh")
+    create = [jaco, "upgrade", "bundle", "create", "--version", manifest["version"],
+              "--min-version", manifest["min_version"],
+              "--root", os.path.join(payload, "root.img.zst"),
+              "--kernel", os.path.join(payload, "kernel.efi")]
     run([jaco, "upgrade", "bundle", "keygen", "--out", os.path.join(work, "stranger")])
     foreign = os.path.join(work, "foreign.bundle")
-    run([jaco, "upgrade", "bundle", "create", "--version", manifest["version"],
-         "--min-version", manifest["min_version"], "--key", os.path.join(work, "stranger.key"),
-         "--root", os.path.join(payload, "root.img.zst"),
-         "--kernel", os.path.join(payload, "kernel.efi"), "--out", foreign])
+    run(create + ["--verity", os.path.join(payload, "root.verity"), "--root-hash", manifest["root_hash"],
+                  "--key", os.path.join(work, "stranger.key"), "--out", foreign])
+    hashless = os.path.join(work, "hashless.bundle")
+    run(create + ["--key", os.path.join(REPO, "upgrade", "test-keys", "ci.key"), "--out", hashless])
     corrupt = os.path.join(work, "corrupt.bundle")
     shutil.copy(good, corrupt)
     with open(corrupt, "r+b") as f:
@@ -554,7 +566,7 @@ def tampered_bundles(jaco, good, work):
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0xFF]))
     shutil.rmtree(payload)
-    return foreign, corrupt
+    return foreign, corrupt, hashless
 
 
 def scenario_upgrade(image, args):
@@ -573,7 +585,7 @@ def scenario_upgrade(image, args):
         seed_dir = os.path.join(work, "seed")
         run([jaco, "cluster", "seed", "--out", seed_dir, "--name", "testvm"])
         bootstrap = open(os.path.join(seed_dir, "bootstrap-init.yaml")).read()
-        foreign, corrupt = tampered_bundles(jaco, good, work)
+        foreign, corrupt, hashless = tampered_bundles(jaco, good, work)
         parts = partitions(image)
         with VM(image, "n0", user_data=user_data("upgrade", bootstrap), disk_gb=args.disk_gb,
                 reboots=True) as vm:
@@ -586,21 +598,26 @@ def scenario_upgrade(image, args):
             nodes = poll_json(jaco, vm, seed_dir, ["node", "list"],
                               lambda d: d and d[0].get("os_version"), 120, "node os_version")
             log(f"before: {nodes}")
+            if nodes[0].get("root_verity") is not True:
+                raise Failed(f"the first boot's root is not dm-verity protected: {nodes}")
 
             # (d) refused before anything is recorded or written.
-            for bad, reason in ((foreign, "untrusted_key"), (corrupt, "checksum_mismatch")):
+            for bad, code, reason in ((foreign, "upgrade_verification_failed", "untrusted_key"),
+                                      (corrupt, "upgrade_verification_failed", "checksum_mismatch"),
+                                      (hashless, "validation_failed", "verity_required")):
                 r = jaco_cli(jaco, vm, seed_dir, "-v", "upgrade", "start", "--bundle", bad)
-                if r.returncode == 0 or "upgrade_verification_failed" not in r.stderr or reason not in r.stderr:
-                    raise Failed(f"{bad} was not refused with {reason}: {r.stdout}{r.stderr}")
+                if r.returncode == 0 or code not in r.stderr or reason not in r.stderr:
+                    raise Failed(f"{bad} was not refused with {code} {reason}: {r.stdout}{r.stderr}")
                 log(f"(d) {os.path.basename(bad)} refused: {r.stderr.strip().splitlines()[0]}")
             r = jaco_cli(jaco, vm, seed_dir, "upgrade", "status", check=True)
             if "no upgrade has run" not in r.stdout:
                 raise Failed(f"a refused bundle left a plan: {r.stdout}")
-            slot_b = parts["root-b"]
-            written = overlay_writes(vm.disk, slot_b["offset"], slot_b["size"] * 512)
-            if written:
-                raise Failed(f"refused bundles wrote {written} bytes into root-b")
-            log("(d) PASS: nothing recorded, 0 bytes written to root-b")
+            for label in ("root-b", "root-b-verity"):
+                part = parts[label]
+                written = overlay_writes(vm.disk, part["offset"], part["size"] * 512)
+                if written:
+                    raise Failed(f"refused bundles wrote {written} bytes into {label}")
+            log("(d) PASS: nothing recorded, 0 bytes written to root-b or root-b-verity")
 
             # (b) upgrade into slot B, reboot, blessed.
             t0 = time.monotonic()
@@ -615,7 +632,8 @@ def scenario_upgrade(image, args):
             if plan_node(plan).get("state") != "succeeded":
                 raise Failed(f"(b) upgrade did not succeed: {plan}")
             nodes = poll_json(jaco, vm, seed_dir, ["node", "list"],
-                              lambda d: d and d[0].get("boot_slot") == "b", 120, "node on slot b")
+                              lambda d: d and d[0].get("boot_slot") == "b" and d[0].get("root_verity") is True,
+                              120, "node on slot b, root through dm-verity")
             log(f"(b) PASS: {nodes}")
 
             # (c) a version that fails its health gate rolls back to B by itself.
@@ -636,7 +654,8 @@ def scenario_upgrade(image, args):
             if r.returncode == 0 or "failed on this node before" not in r.stderr:
                 raise Failed(f"(c) the failed version was not deny-listed: {r.stdout}{r.stderr}")
             nodes = poll_json(jaco, vm, seed_dir, ["node", "list"],
-                              lambda d: d and d[0].get("boot_slot") == "b", 120, "node back on slot b")
+                              lambda d: d and d[0].get("boot_slot") == "b" and d[0].get("root_verity") is True,
+                              120, "node back on slot b, root through dm-verity")
             log(f"(c) PASS: {plan_node(plan)}; audit {audit.stdout.strip()[:300]}")
         for k, v in timings.items():
             log(f"timing {k}: {v:.1f} s")
@@ -750,8 +769,10 @@ def scenario_fleet(image, args):
                 nodes = poll_json(jaco, n0, seed_dir, ["node", "list"],
                                   lambda d: len(d) == 2 and all(
                                       n.get("os_version") == plan["version"] and n.get("status") == "ready"
-                                      for n in d), 300, "both nodes on the new version")
-                log(f"(e) PASS: {before} -> {[(n['name'], n['os_version'], n['boot_slot']) for n in nodes]}")
+                                      and n.get("root_verity") is True
+                                      for n in d), 300, "both nodes on the new version, roots through dm-verity")
+                log(f"(e) PASS: {before} -> "
+                    f"{[(n['name'], n['os_version'], n['boot_slot'], n['root_verity']) for n in nodes]}")
         for k, v in timings.items():
             log(f"timing {k}: {v:.1f} s")
         log("scenario fleet: PASS")
