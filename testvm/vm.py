@@ -608,7 +608,8 @@ def scenario_upgrade(image, args):
                 r = jaco_cli(jaco, vm, seed_dir, "-v", "upgrade", "start", "--bundle", bad)
                 if r.returncode == 0 or code not in r.stderr or reason not in r.stderr:
                     raise Failed(f"{bad} was not refused with {code} {reason}: {r.stdout}{r.stderr}")
-                log(f"(d) {os.path.basename(bad)} refused: {r.stderr.strip().splitlines()[0]}")
+                said = r.stderr.strip().splitlines()
+                log(f"(d) {os.path.basename(bad)} refused: {next((l for l in said if l.startswith('Error')), said[0])}")
             r = jaco_cli(jaco, vm, seed_dir, "upgrade", "status", check=True)
             if "no upgrade has run" not in r.stdout:
                 raise Failed(f"a refused bundle left a plan: {r.stdout}")
