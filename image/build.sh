@@ -226,7 +226,7 @@ log "dm-verity: root hash $root_hash, hash tree $((verity_bytes / 1024)) KiB in 
 log "payload: root.img.zst ($((fs_bytes / 1048576)) MiB erofs in a $((roota_size * sector / 1048576)) MiB slot), root.verity, kernel.efi"
 zstd -q -T0 -9 -f "$work/root.img" -o "$out/root.img.zst.tmp"
 mv -f "$out/root.img.zst.tmp" "$out/root.img.zst"
-cp -f "$work/root.verity" "$out/root.verity"
+install -m 0644 "$work/root.verity" "$out/root.verity"
 
 # --- ESP: UKI to /EFI/jaco/, Type #1 entry, loader.conf (offline, mtools) ---------------------
 img="$tmp_raw@@$esp_off"
